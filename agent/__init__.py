@@ -1,0 +1,3 @@
+"""voice-agent: a local, real-time voice agent."""
+
+__version__ = "0.1.0"

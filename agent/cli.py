@@ -1,0 +1,71 @@
+"""The `voice-agent` command: serve, models, bench."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+
+from agent import __version__
+from agent.config import AppConfig, add_server_arguments, config_from_args
+
+log = logging.getLogger("voice-agent")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="voice-agent",
+        description="A local, real-time voice agent: talk to it in your browser.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"voice-agent {__version__}")
+    parser.add_argument("--log-level", default="INFO", help="logging level")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = commands.add_parser(
+        "serve",
+        help="start the agent and print the URL to open",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    add_server_arguments(serve)
+    serve.set_defaults(func=run_serve)
+
+    try:
+        from agent.models.cli import register as register_models
+    except ImportError:
+        pass
+    else:
+        register_models(commands)
+    try:
+        from benchmarks.cli import register as register_bench
+    except ImportError:
+        pass
+    else:
+        register_bench(commands)
+    return parser
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    try:
+        config = config_from_args(args)
+    except ValueError as exc:
+        print(f"voice-agent: {exc}", file=sys.stderr)
+        return 2
+    from agent.server import serve
+
+    return asyncio.run(serve(config))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    return int(args.func(args))
+
+
+__all__ = ["AppConfig", "build_parser", "main"]

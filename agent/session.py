@@ -1,0 +1,209 @@
+"""Session: one per peer connection. It owns the connection, drains the inbound audio into
+16 kHz blocks for its audio sink, speaks through an AgentAudioTrack, talks JSON on the
+"events" data channel, and watches the client's keepalive pings."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
+
+import av
+from aiortc import RTCDataChannel, RTCPeerConnection
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+
+from agent.audio import STT_RATE, Int16Array, MonoResampler
+from agent.playout import AgentAudioTrack
+
+log = logging.getLogger(__name__)
+
+EVENTS_CHANNEL = "events"
+
+
+class AudioSink(Protocol):
+    """Receives the user's audio. `feed` is called on the event loop for every block and
+    must return at once: heavy work belongs in the sink's own worker."""
+
+    def feed(self, block: Int16Array, stream_samples: int) -> None: ...
+
+    async def aclose(self) -> None: ...
+
+
+SinkFactory = Callable[["Session"], AudioSink]
+
+
+class Session:
+    def __init__(
+        self,
+        session_id: str,
+        pc: RTCPeerConnection,
+        *,
+        keepalive_timeout_s: float,
+        sink_factory: SinkFactory | None = None,
+    ) -> None:
+        self.id = session_id
+        self.pc = pc
+        self.output = AgentAudioTrack()
+        self.created_at = time.time()
+        self.close_reason: str | None = None
+        self.stream_samples = 0
+        """16 kHz samples received from the user so far: the session's stream clock."""
+        self._keepalive_timeout_s = keepalive_timeout_s
+        self._sink_factory = sink_factory
+        self._sink: AudioSink | None = None
+        self._channel: RTCDataChannel | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._close_requested = asyncio.Event()
+        self._closed = asyncio.Event()
+        self._last_ping = time.monotonic()
+        self._message_handlers: dict[str, Callable[[Mapping[str, Any]], None]] = {}
+
+        pc.on("track", self._on_track)
+        pc.on("datachannel", self._on_datachannel)
+        pc.on("connectionstatechange", self._on_connection_state)
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Called once the answer is set: start the keepalive watchdog and the sink."""
+        self._last_ping = time.monotonic()
+        if self._sink_factory is not None:
+            self._sink = self._sink_factory(self)
+        self._spawn(self._watch_keepalive(), "keepalive")
+
+    def request_close(self, reason: str) -> None:
+        """Ask the session's supervisor to close it; safe from any callback or task."""
+        if self.close_reason is None:
+            self.close_reason = reason
+        self._close_requested.set()
+
+    async def wait_close_requested(self) -> None:
+        await self._close_requested.wait()
+
+    async def wait_closed(self) -> None:
+        await self._closed.wait()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed.is_set()
+
+    async def aclose(self) -> None:
+        """Cancel and await every task, close the sink and the peer connection. Idempotent."""
+        if self._closed.is_set():
+            return
+        self.request_close(self.close_reason or "closed")
+        self.send_event({"type": "closing", "reason": self.close_reason})
+        try:
+            tasks = list(self._tasks)
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            if self._sink is not None:
+                try:
+                    await self._sink.aclose()
+                except Exception:
+                    log.exception("session %s: closing the audio sink failed", self.id)
+            self.output.stop()
+            await self.pc.close()
+        finally:
+            self._closed.set()
+            log.info("session %s closed: %s", self.id, self.close_reason)
+
+    def _spawn(self, coro: Any, name: str) -> None:
+        task: asyncio.Task[None] = asyncio.get_running_loop().create_task(
+            coro, name=f"session-{self.id}-{name}"
+        )
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error(
+                "session %s: task %s failed", self.id, task.get_name(), exc_info=task.exception()
+            )
+            self.request_close(f"internal error in {task.get_name()}")
+
+    # -- peer connection callbacks ------------------------------------------------------
+
+    def _on_connection_state(self) -> None:
+        state = self.pc.connectionState
+        log.debug("session %s: connection %s", self.id, state)
+        # A peer that vanishes is noticed by ICE consent checks and ends as "closed".
+        if state in ("failed", "closed"):
+            self.request_close(f"connection {state}")
+
+    def _on_track(self, track: MediaStreamTrack) -> None:
+        if track.kind == "audio" and not self._close_requested.is_set():
+            self._spawn(self._drain(track), "drain")
+
+    def _on_datachannel(self, channel: RTCDataChannel) -> None:
+        if channel.label != EVENTS_CHANNEL:
+            return
+        self._channel = channel
+        channel.on("message", self._on_message)
+
+    # -- inbound audio --------------------------------------------------------------------
+
+    async def _drain(self, track: MediaStreamTrack) -> None:
+        """Pull every frame as it arrives: aiortc queues inbound frames without bound."""
+        resampler = MonoResampler(STT_RATE)
+        while True:
+            try:
+                frame = await track.recv()
+            except MediaStreamError:
+                return
+            if not isinstance(frame, av.AudioFrame):
+                continue
+            block = resampler.resample_frame(frame)
+            if block.size == 0:
+                continue
+            self.stream_samples += int(block.size)
+            if self._sink is not None:
+                self._sink.feed(block, self.stream_samples)
+
+    # -- events channel -----------------------------------------------------------------
+
+    def on_message_type(self, type_: str, handler: Callable[[Mapping[str, Any]], None]) -> None:
+        self._message_handlers[type_] = handler
+
+    def send_event(self, event: Mapping[str, Any]) -> None:
+        channel = self._channel
+        if channel is None or channel.readyState != "open":
+            return
+        try:
+            channel.send(json.dumps(event, separators=(",", ":")))
+        except Exception:  # the transport may be tearing down under us
+            log.debug("session %s: dropped event %s", self.id, event.get("type"))
+
+    def _on_message(self, message: str | bytes) -> None:
+        try:
+            event = json.loads(message)
+        except (TypeError, ValueError):
+            self.send_event({"type": "error", "message": "events must be JSON objects"})
+            return
+        if not isinstance(event, dict) or not isinstance(event.get("type"), str):
+            self.send_event({"type": "error", "message": "events need a string 'type'"})
+            return
+        kind = event["type"]
+        if kind == "ping":
+            self._last_ping = time.monotonic()
+            self.send_event({"type": "pong", "t": event.get("t")})
+            return
+        handler = self._message_handlers.get(kind)
+        if handler is None:
+            self.send_event({"type": "error", "message": f"unknown event type {kind!r}"})
+            return
+        handler(event)
+
+    async def _watch_keepalive(self) -> None:
+        period = min(1.0, self._keepalive_timeout_s / 4)
+        while True:
+            await asyncio.sleep(period)
+            silent_for = time.monotonic() - self._last_ping
+            if silent_for > self._keepalive_timeout_s:
+                self.request_close(f"no keepalive for {silent_for:.1f} s")
+                return

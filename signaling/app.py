@@ -1,0 +1,123 @@
+"""The aiohttp application: page, offers, sessions, health. No module-level state: all of
+it lives on the app under typed keys and is torn down by the cleanup context."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from importlib import resources
+from pathlib import Path
+
+from aiohttp import web
+
+from agent.config import AppConfig
+from agent.pipeline import Pipeline
+from signaling.offer import OfferError, answer_offer, read_offer
+from signaling.sessions import SessionRegistry
+
+log = logging.getLogger(__name__)
+
+CONFIG_KEY = web.AppKey("config", AppConfig)
+SESSIONS_KEY = web.AppKey("sessions", SessionRegistry)
+PIPELINE_KEY = web.AppKey("pipeline", Pipeline)
+WEB_DIR_KEY = web.AppKey("web_dir", Path)
+
+RETRY_AFTER_S = 5
+PAGE_CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; media-src 'self' blob:; object-src 'none'; base-uri 'none'; "
+    "frame-ancestors 'none'"
+)
+
+
+def create_app(config: AppConfig, pipeline: Pipeline | None = None) -> web.Application:
+    app = web.Application(client_max_size=config.server.max_offer_bytes)
+    app[CONFIG_KEY] = config
+    app[SESSIONS_KEY] = SessionRegistry(config.server.max_sessions)
+    if pipeline is not None:
+        app[PIPELINE_KEY] = pipeline
+    app[WEB_DIR_KEY] = web_dir()
+    app.cleanup_ctx.append(_close_sessions_on_cleanup)
+    app.router.add_get("/", index)
+    app.router.add_post("/offer", offer)
+    app.router.add_delete("/sessions/{session_id}", delete_session)
+    app.router.add_get("/health", health)
+    app.router.add_static("/static/", app[WEB_DIR_KEY], name="static")
+    app.on_response_prepare.append(_security_headers)
+    return app
+
+
+def web_dir() -> Path:
+    return Path(str(resources.files("web")))
+
+
+async def _close_sessions_on_cleanup(app: web.Application) -> AsyncIterator[None]:
+    yield
+    await app[SESSIONS_KEY].close_all("server shutdown")
+
+
+async def _security_headers(request: web.Request, response: web.StreamResponse) -> None:
+    response.headers.setdefault("Content-Security-Policy", PAGE_CSP)
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    response.headers.setdefault("Referrer-Policy", "no-referrer")
+    response.headers.setdefault("Permissions-Policy", "microphone=(self)")
+
+
+def json_error(status: int, message: str, **headers: str) -> web.Response:
+    return web.json_response({"error": message}, status=status, headers=headers or None)
+
+
+async def index(request: web.Request) -> web.FileResponse:
+    return web.FileResponse(request.app[WEB_DIR_KEY] / "index.html")
+
+
+async def offer(request: web.Request) -> web.Response:
+    config = request.app[CONFIG_KEY]
+    sessions = request.app[SESSIONS_KEY]
+    try:
+        parsed = await read_offer(request, config.server.max_offer_bytes)
+    except OfferError as exc:
+        return json_error(exc.status, exc.message)
+    if not sessions.try_reserve():
+        return json_error(
+            503,
+            f"the server is full ({sessions.max_sessions} sessions); try again shortly",
+            **{"Retry-After": str(RETRY_AFTER_S)},
+        )
+    pipeline = request.app.get(PIPELINE_KEY)
+    try:
+        session = await answer_offer(
+            parsed, config.server, pipeline.attach if pipeline is not None else None
+        )
+    except OfferError as exc:
+        sessions.release_reservation()
+        return json_error(exc.status, exc.message)
+    except BaseException:
+        sessions.release_reservation()
+        raise
+    sessions.add(session)
+    session.start()
+    description = session.pc.localDescription
+    return web.json_response(
+        {"sdp": description.sdp, "type": description.type, "session_id": session.id}
+    )
+
+
+async def delete_session(request: web.Request) -> web.Response:
+    session_id = request.match_info["session_id"]
+    if not await request.app[SESSIONS_KEY].close(session_id, "deleted by client"):
+        return json_error(404, f"no session {session_id}")
+    return web.Response(status=204)
+
+
+async def health(request: web.Request) -> web.Response:
+    pipeline = request.app.get(PIPELINE_KEY)
+    sessions = request.app[SESSIONS_KEY]
+    return web.json_response(
+        {
+            "status": "ok",
+            "sessions": len(sessions),
+            "max_sessions": sessions.max_sessions,
+            "models": pipeline.describe() if pipeline is not None else {},
+        }
+    )
