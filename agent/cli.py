@@ -10,6 +10,7 @@ from collections.abc import Sequence
 
 from agent import __version__
 from agent.config import AppConfig, add_server_arguments, config_from_args
+from agent.models.cli import register as register_models
 
 log = logging.getLogger("voice-agent")
 
@@ -32,18 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_server_arguments(serve)
     serve.set_defaults(func=run_serve)
 
-    try:
-        from agent.models.cli import register as register_models
-    except ImportError:
-        pass
-    else:
-        register_models(commands)
-    try:
-        from benchmarks.cli import register as register_bench
-    except ImportError:
-        pass
-    else:
-        register_bench(commands)
+    register_models(commands)
     return parser
 
 

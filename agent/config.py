@@ -121,7 +121,9 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
     d_server, d_models, d_conv = ServerConfig(), ModelConfig(), ConversationConfig()
     net = parser.add_argument_group("network")
     net.add_argument("--host", default=_env("host", d_server.host), help="address to bind")
-    net.add_argument("--port", type=int, default=int(_env("port", str(d_server.port))))
+    net.add_argument(
+        "--port", type=int, default=int(_env("port", str(d_server.port))), help="port to listen on"
+    )
     net.add_argument(
         "--max-sessions",
         type=int,
@@ -172,12 +174,21 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
     conv = parser.add_argument_group("conversation")
-    conv.add_argument("--language", default=_env("language", d_conv.language))
-    conv.add_argument("--system-prompt", default=_env("system_prompt", d_conv.system_prompt))
+    conv.add_argument(
+        "--language",
+        default=_env("language", d_conv.language),
+        help="language of the conversation (ISO 639-1 code)",
+    )
+    conv.add_argument(
+        "--system-prompt",
+        default=_env("system_prompt", d_conv.system_prompt),
+        help="instructions for the language model",
+    )
     conv.add_argument(
         "--vad-threshold",
         type=float,
         default=float(_env("vad_threshold", str(d_conv.vad_threshold))),
+        help="Silero speech probability that counts as speech",
     )
     conv.add_argument(
         "--vad-start-ms",
@@ -207,6 +218,7 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
         "--max-reply-tokens",
         type=int,
         default=int(_env("max_reply_tokens", str(d_conv.max_reply_tokens))),
+        help="longest reply, in tokens",
     )
 
 

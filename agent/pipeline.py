@@ -5,10 +5,13 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
+from agent.metrics import Metrics
 from agent.session import AudioSink, Session
 
 
 class Pipeline(Protocol):
+    metrics: Metrics
+
     def attach(self, session: Session) -> AudioSink:
         """Create the per-session consumer of the user's audio."""
         ...

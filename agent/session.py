@@ -87,6 +87,10 @@ class Session:
         await self._closed.wait()
 
     @property
+    def sink(self) -> AudioSink | None:
+        return self._sink
+
+    @property
     def closed(self) -> bool:
         return self._closed.is_set()
 

@@ -194,7 +194,17 @@ class AgentClient:
                 self._new_event.clear()
                 await self._new_event.wait()
 
-    async def close(self) -> None:
+    async def close(self, *, hang_up: bool = True) -> None:
+        """Hang up as the page does (DELETE the session, then close the connection); with
+        `hang_up=False` only the peer connection closes, as when a tab is killed."""
+        if hang_up and self.session_id is not None and self.pc.connectionState != "closed":
+            try:
+                async with aiohttp.ClientSession() as http:
+                    url = f"{self.base_url}/sessions/{self.session_id}"
+                    async with http.delete(url, timeout=aiohttp.ClientTimeout(total=5)):
+                        pass
+            except (aiohttp.ClientError, TimeoutError):
+                pass  # the server may be gone already; closing the connection is enough
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

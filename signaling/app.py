@@ -42,6 +42,7 @@ def create_app(config: AppConfig, pipeline: Pipeline | None = None) -> web.Appli
     app.router.add_post("/offer", offer)
     app.router.add_delete("/sessions/{session_id}", delete_session)
     app.router.add_get("/health", health)
+    app.router.add_get("/metrics", metrics)
     app.router.add_static("/static/", app[WEB_DIR_KEY], name="static")
     app.on_response_prepare.append(_security_headers)
     return app
@@ -121,3 +122,9 @@ async def health(request: web.Request) -> web.Response:
             "models": pipeline.describe() if pipeline is not None else {},
         }
     )
+
+
+async def metrics(request: web.Request) -> web.Response:
+    pipeline = request.app.get(PIPELINE_KEY)
+    body = pipeline.metrics.render() if pipeline is not None else b""
+    return web.Response(body=body, content_type="text/plain", charset="utf-8")

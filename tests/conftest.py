@@ -36,7 +36,7 @@ async def no_leaks() -> AsyncIterator[None]:
     open_pcs = [
         o
         for o in gc.get_objects()
-        if isinstance(o, RTCPeerConnection) and o.connectionState != "closed"
+        if type(o) is RTCPeerConnection and o.connectionState != "closed"
     ]
     for pc in open_pcs:
         await pc.close()

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from agent.audio import OUTPUT_RATE, STT_RATE, Int16Array, resample_pcm
+from agent.metrics import Metrics
 from agent.session import AudioSink, Session
 from benchmarks.peer import AgentClient
 from tests.conftest import ServerFactory
@@ -36,6 +37,7 @@ class RecordingSink:
 
 class RecordingPipeline:
     def __init__(self) -> None:
+        self.metrics = Metrics()
         self.sinks: dict[str, RecordingSink] = {}
         self.sessions: dict[str, Session] = {}
 
@@ -147,7 +149,7 @@ async def test_session_removed_when_client_closes(start_server: ServerFactory) -
     server = await start_server(pipeline=RecordingPipeline())
     client = await connected(server.url)
     assert len(server.sessions) == 1
-    await client.close()
+    await client.close(hang_up=False)
     async with asyncio.timeout(10):
         while len(server.sessions):
             await asyncio.sleep(0.05)

@@ -1,0 +1,97 @@
+"""Events the server sends on the "events" data channel. Each is a JSON object whose
+`type` names it; builders here are the one place their shapes are written down."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+EventType = Literal[
+    "user_speech_start",
+    "user_speech_end",
+    "transcript",
+    "agent_text",
+    "agent_speech_start",
+    "agent_speech_end",
+    "interrupted",
+    "turn_metrics",
+    "error",
+]
+
+
+def user_speech_start(turn_id: int) -> dict[str, Any]:
+    return {"type": "user_speech_start", "turn": turn_id}
+
+
+def user_speech_end(turn_id: int, speech_ms: float, forced: bool) -> dict[str, Any]:
+    return {
+        "type": "user_speech_end",
+        "turn": turn_id,
+        "speech_ms": round(speech_ms, 1),
+        "forced": forced,
+    }
+
+
+def transcript(turn_id: int, text: str) -> dict[str, Any]:
+    return {"type": "transcript", "turn": turn_id, "text": text}
+
+
+def agent_text(turn_id: int, delta: str) -> dict[str, Any]:
+    return {"type": "agent_text", "turn": turn_id, "delta": delta}
+
+
+def agent_speech_start(turn_id: int) -> dict[str, Any]:
+    return {"type": "agent_speech_start", "turn": turn_id}
+
+
+def agent_speech_end(turn_id: int) -> dict[str, Any]:
+    return {"type": "agent_speech_end", "turn": turn_id}
+
+
+def interrupted(turn_id: int, heard: str, *, false_interruption: bool = False) -> dict[str, Any]:
+    """`heard` is the agent's text that was actually played before the user cut in. A false
+    interruption is user sound that stopped the agent but was too short to be a turn."""
+    return {
+        "type": "interrupted",
+        "turn": turn_id,
+        "heard": heard,
+        "false_interruption": false_interruption,
+    }
+
+
+def error(message: str, turn_id: int | None = None) -> dict[str, Any]:
+    return {"type": "error", "turn": turn_id, "message": message}
+
+
+@dataclass
+class TurnMetrics:
+    """Milliseconds after the end of the user's speech, unless said otherwise. A stage that
+    did not happen (no reply, an interruption) stays None."""
+
+    endpoint_ms: float | None = None
+    stt_done_ms: float | None = None
+    llm_first_token_ms: float | None = None
+    first_chunk_ms: float | None = None
+    tts_first_audio_ms: float | None = None
+    first_frame_sent_ms: float | None = None
+    llm_queue_wait_ms: float | None = None
+    """Time the turn waited for the shared LLM (not relative to end of speech)."""
+    prompt_tokens: int | None = None
+    prompt_tokens_evaluated: int | None = None
+    """Prompt tokens not covered by the reused prefix: the ones the model had to evaluate."""
+    completion_tokens: int | None = None
+    stt_audio_ms: float | None = None
+    interrupted: bool = False
+
+    STAGES = (
+        "endpoint_ms",
+        "stt_done_ms",
+        "llm_first_token_ms",
+        "first_chunk_ms",
+        "tts_first_audio_ms",
+        "first_frame_sent_ms",
+    )
+
+    def event(self, turn_id: int) -> dict[str, Any]:
+        values = {k: (round(v, 2) if isinstance(v, float) else v) for k, v in asdict(self).items()}
+        return {"type": "turn_metrics", "turn": turn_id, **values}

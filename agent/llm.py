@@ -1,0 +1,193 @@
+"""Streaming chat over one shared llama-cpp-python model.
+
+The model's context is used by one generation at a time (a `Llama` must not be used by two
+threads at once); turns queue for it and their wait is measured. Prompts are rendered with
+the GGUF's own chat template and tokenized here, so the tokens llama.cpp must evaluate (the
+part not covered by the cached prefix of the previous generation) are known exactly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from agent.threads import wait_uncancelled
+
+log = logging.getLogger(__name__)
+
+Message = dict[str, str]
+DeltaCallback = Callable[[str], None]
+
+# Chat formats whose end-of-turn marker is not the vocabulary's end-of-generation token.
+EXTRA_STOPS = ("<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>")
+
+
+@dataclass
+class Generation:
+    text: str
+    prompt_tokens: int
+    prompt_tokens_evaluated: int
+    completion_tokens: int
+    queue_wait_s: float
+    first_token_at: float | None
+    """Wall time of the first text delta, or None when nothing was generated."""
+
+
+class ChatModel:
+    """The shared model: prompt rendering, token accounting and one generation at a time."""
+
+    def __init__(self, llama: Any, *, max_reply_tokens: int, temperature: float = 0.7) -> None:
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+        self._llama = llama
+        self.max_reply_tokens = max_reply_tokens
+        self._temperature = temperature
+        self._lock = asyncio.Lock()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llm")
+        template = llama.metadata.get("tokenizer.chat_template")
+        if not template:
+            raise ValueError("the GGUF has no chat template (tokenizer.chat_template)")
+        self._bos = _token_text(llama, llama.token_bos())
+        self._formatter = Jinja2ChatFormatter(
+            template=template, eos_token=_token_text(llama, llama.token_eos()), bos_token=self._bos
+        )
+
+    @property
+    def n_ctx(self) -> int:
+        return int(self._llama.n_ctx())
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True, cancel_futures=True)
+
+    def render(self, messages: Sequence[Message]) -> list[int]:
+        prompt: str = self._formatter(messages=list(messages)).prompt  # type: ignore[arg-type]
+        add_bos = not (self._bos and prompt.startswith(self._bos))
+        tokens: list[int] = self._llama.tokenize(prompt.encode(), add_bos=add_bos, special=True)
+        return tokens
+
+    def fit(self, messages: list[Message]) -> list[int]:
+        """Tokens of `messages`, dropping the oldest exchanges (never the system prompt or the
+        latest user message) until the prompt and a full reply fit in the context."""
+        budget = self.n_ctx - self.max_reply_tokens
+        while True:
+            tokens = self.render(messages)
+            if len(tokens) <= budget or len(messages) <= 2:
+                return tokens[-budget:] if len(tokens) > budget else tokens
+            del messages[1 : 3 if len(messages) > 3 else 2]
+
+    async def generate(
+        self, messages: list[Message], on_delta: DeltaCallback, max_tokens: int | None = None
+    ) -> Generation:
+        """Stream a reply to `messages`; `on_delta` gets each text piece on the event loop.
+        Cancelling stops generation at the next token. Trims `messages` in place to fit."""
+        loop = asyncio.get_running_loop()
+        waited_from = time.perf_counter()
+        async with self._lock:
+            queue_wait = time.perf_counter() - waited_from
+            stop = threading.Event()
+            first_token_at: list[float] = []
+
+            def deliver(piece: str) -> None:
+                if not first_token_at:
+                    first_token_at.append(time.time())
+                on_delta(piece)
+
+            def emit(piece: str) -> None:
+                loop.call_soon_threadsafe(deliver, piece)
+
+            future = loop.run_in_executor(
+                self._executor, self._generate, messages, emit, stop, max_tokens
+            )
+            try:
+                text, prompt_tokens, evaluated, completion_tokens = await wait_uncancelled(future)
+            finally:
+                stop.set()
+        # Every delta was scheduled with call_soon_threadsafe before the worker returned, so
+        # the loop ran them all before this coroutine resumed.
+        return Generation(
+            text=text,
+            prompt_tokens=prompt_tokens,
+            prompt_tokens_evaluated=evaluated,
+            completion_tokens=completion_tokens,
+            queue_wait_s=queue_wait,
+            first_token_at=first_token_at[0] if first_token_at else None,
+        )
+
+    def _generate(
+        self,
+        messages: list[Message],
+        emit: DeltaCallback,
+        stop: threading.Event,
+        max_tokens: int | None,
+    ) -> tuple[str, int, int, int]:
+        llama = self._llama
+        tokens = self.fit(messages)
+        cached = llama.longest_token_prefix(llama._input_ids[: llama.n_tokens], tokens)
+        # llama.cpp replays one token when the whole prompt is cached, to refresh logits.
+        evaluated = max(len(tokens) - cached, 1)
+        pieces: list[str] = []
+        completion_tokens = 0
+        stream = llama.create_completion(
+            prompt=tokens,
+            max_tokens=max_tokens or self.max_reply_tokens,
+            temperature=self._temperature,
+            top_p=0.9,
+            stream=True,
+            stop=list(EXTRA_STOPS),
+        )
+        try:
+            for chunk in stream:
+                if stop.is_set():
+                    break
+                completion_tokens += 1
+                piece = chunk["choices"][0]["text"]
+                if piece:
+                    pieces.append(piece)
+                    emit(piece)
+        finally:
+            stream.close()
+        return "".join(pieces), len(tokens), evaluated, completion_tokens
+
+    async def warm_up(self) -> float:
+        started = time.perf_counter()
+        await self.generate(
+            [{"role": "system", "content": "Warm up."}, {"role": "user", "content": "Hi"}],
+            lambda _: None,
+            max_tokens=4,
+        )
+        return time.perf_counter() - started
+
+
+def _token_text(llama: Any, token: int) -> str:
+    if token < 0:
+        return ""
+    text: str = llama._model.token_get_text(token)
+    return text
+
+
+class ChatHistory:
+    """One session's conversation: the system prompt, then alternating user and assistant
+    messages. An interrupted reply is kept as the text the user actually heard."""
+
+    def __init__(self, system_prompt: str) -> None:
+        self.messages: list[Message] = [{"role": "system", "content": system_prompt}]
+
+    def add_user(self, text: str) -> None:
+        if self.messages[-1]["role"] == "user":
+            # A user turn whose reply never started: merge, keep the roles alternating.
+            self.messages[-1]["content"] += " " + text
+        else:
+            self.messages.append({"role": "user", "content": text})
+
+    def add_assistant(self, text: str) -> None:
+        if text:
+            self.messages.append({"role": "assistant", "content": text})
+
+    def for_prompt(self) -> list[Message]:
+        return [dict(m) for m in self.messages]

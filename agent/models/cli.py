@@ -1,0 +1,161 @@
+"""`voice-agent models pull|list|synth`."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from agent.config import add_models_dir_argument
+from agent.models import ModelError
+from agent.models.registry import PROFILES, all_entries, get_profile, profiles_using
+
+logger = logging.getLogger(__name__)
+
+_FORMATTER = argparse.ArgumentDefaultsHelpFormatter
+
+
+def register(subparsers: Any) -> None:
+    """Add `models` with its subcommands to the main parser's subparsers."""
+    models = subparsers.add_parser(
+        "models",
+        help="fetch, list or synthesize models",
+        description="Fetch the default models, list what is present, or write synthetic ones.",
+        formatter_class=_FORMATTER,
+    )
+    models.set_defaults(func=lambda _args: _print_help(models))
+    sub = models.add_subparsers(dest="models_command", metavar="{pull,list,synth}")
+
+    pull = sub.add_parser(
+        "pull",
+        help="download a profile's models (resumable, idempotent)",
+        description="Download a profile's models from the Hugging Face hub, with progress "
+        "bars. Interrupted downloads resume; files already there are kept.",
+        formatter_class=_FORMATTER,
+    )
+    pull.add_argument("--profile", choices=("cpu", "gpu"), default="cpu")
+    add_models_dir_argument(pull)
+    pull.add_argument("--quiet", action="store_true", help="no progress bars")
+    pull.set_defaults(func=cmd_pull)
+
+    list_ = sub.add_parser(
+        "list",
+        help="show which models are present",
+        description="Show each known model, whether it is present (and synthetic), its size "
+        "and which profiles use it.",
+        formatter_class=_FORMATTER,
+    )
+    add_models_dir_argument(list_)
+    list_.set_defaults(func=cmd_list)
+
+    synth = sub.add_parser(
+        "synth",
+        help="write synthetic models (random weights) for tests and timing",
+        description="Write random-weight models in the exact formats the loaders read, laid "
+        "out as `pull` does: `voice-agent serve --models DIR --profile P --offline` then runs "
+        "on them. tiny: a few MB, seconds. cpu/gpu: the real defaults' shapes and "
+        "quantization, so their compute time is real (the voice needs torch). Their output "
+        "is meaningless.",
+        formatter_class=_FORMATTER,
+    )
+    synth.add_argument("--profile", choices=tuple(PROFILES), default="tiny")
+    synth.add_argument(
+        "--out", type=Path, default=None, help="output directory (default: --models)"
+    )
+    add_models_dir_argument(synth)
+    synth.add_argument("--force", action="store_true", help="rebuild models already there")
+    synth.set_defaults(func=cmd_synth)
+
+
+def _print_help(parser: argparse.ArgumentParser) -> int:
+    parser.print_help()
+    return 2
+
+
+def _setup_logging() -> None:
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+
+
+def cmd_pull(args: argparse.Namespace) -> int:
+    from agent.models.pull import pull_profile
+
+    _setup_logging()
+    try:
+        paths = pull_profile(get_profile(args.profile), Path(args.models), progress=not args.quiet)
+    except ModelError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    for path in paths:
+        print(path)
+    return 0
+
+
+def _size(path: Path) -> int:
+    if path.is_file():
+        return path.stat().st_size
+    if path.is_dir():
+        return sum(
+            p.stat().st_size for p in path.rglob("*") if p.is_file() and ".cache" not in p.parts
+        )
+    return 0
+
+
+def _human(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1000 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1000
+    return f"{n} B"  # pragma: no cover
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from agent.models.pull import read_manifest
+    from agent.models.resolve import is_usable
+
+    models_dir = Path(args.models)
+    print(f"models directory: {models_dir}")
+    rows = [("MODEL", "KIND", "PROFILES", "STATE", "SIZE", "SOURCE")]
+    for entry in all_entries():
+        manifest = read_manifest(entry, models_dir)
+        present = is_usable(entry, models_dir)
+        if not present:
+            state = "missing"
+        elif manifest.get("synthetic"):
+            state = "synthetic"
+        else:
+            state = "present"
+        size = _human(_size(models_dir / entry.name)) if present else f"~{_human(entry.size)}"
+        if entry.repo is None:
+            size = size if present else "-"
+        source = entry.repo or "synthetic only"
+        commit = manifest.get("commit")
+        if entry.repo and isinstance(commit, str):
+            source += f"@{commit[:10]}"
+        rows.append((entry.name, entry.kind, ",".join(profiles_using(entry)), state, size, source))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    return 0
+
+
+def cmd_synth(args: argparse.Namespace) -> int:
+    from agent.models.synth import synthesize
+
+    _setup_logging()
+    out = Path(args.out if args.out is not None else args.models)
+    started = time.perf_counter()
+    try:
+        synthesize(args.profile, out, force=args.force)
+    except (RuntimeError, ModelError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(
+        f"synthetic {args.profile} models in {out} ({time.perf_counter() - started:.1f} s); "
+        f"run: voice-agent serve --models {out} --profile {args.profile} --offline"
+    )
+    return 0

@@ -1,0 +1,328 @@
+"""The default models: one registry, three profiles.
+
+`cpu` and `gpu` name real models on the Hugging Face hub. `tiny` exists only as synthetic
+files (`voice-agent models synth --profile tiny`): it is what the tests run on.
+
+Each entry's shape is the real model's architecture; `voice-agent models synth` builds
+random-weight files with exactly these shapes, so that their compute time is the real one's.
+
+Revisions: this registry was written on a machine that could not reach the hub, so entries
+track the repository's `main` branch (`revision="main"`) instead of a commit hash. `pull`
+records the commit it actually fetched in each model's manifest (`.voice-agent.json`) and
+`models list` shows it; replace `main` here by that hash to pin a release. Sizes are the
+published file sizes as far as we know them, to within a few per cent: they feed progress
+bars and a sanity check, never a hard failure.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+Kind = Literal["stt", "llm", "voice"]
+KINDS: tuple[Kind, ...] = ("stt", "llm", "voice")
+PROFILE_NAMES = ("tiny", "cpu", "gpu")
+
+
+@dataclass(frozen=True)
+class WhisperShape:
+    d_model: int
+    encoder_layers: int
+    decoder_layers: int
+    heads: int
+    ffn: int
+    n_mels: int
+    vocab_size: int
+    """51864 for English-only (`.en`) models, 51865/51866 for multilingual ones."""
+    quantization: str = "float16"
+    """CTranslate2 weight type on disk (the Systran conversions are float16)."""
+
+
+@dataclass(frozen=True)
+class LlamaShape:
+    vocab_size: int
+    hidden: int
+    layers: int
+    heads: int
+    kv_heads: int
+    ffn: int
+    context_length: int
+    rope_theta: float
+    quantization: str = "Q4_K_M"
+    """llama.cpp file type; `F32` for the tiny model (K-quants need rows of 256)."""
+    special_tokens: int = 256
+    """Control tokens at the end of the vocabulary (Llama 3 reserves 256)."""
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden // self.heads
+
+
+@dataclass(frozen=True)
+class PiperShape:
+    sample_rate: int
+    num_symbols: int
+    quality: str
+    """`medium` is VITS with hidden 192, 6 text-encoder layers, HiFi-GAN resblock 2,
+    upsampling (8, 8, 4) from 256 channels; `tiny` is a hand-made ONNX graph."""
+
+
+Shape = WhisperShape | LlamaShape | PiperShape
+
+
+@dataclass(frozen=True)
+class ModelFile:
+    path: str
+    """Path inside the hub repository, and inside the entry's local directory."""
+    size: int
+    """Expected size in bytes (approximate, see the module docstring)."""
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    name: str
+    """Local directory under the models directory."""
+    kind: Kind
+    title: str
+    repo: str | None
+    """Hub repository; `None` for models that exist only as synthetic files."""
+    revision: str
+    files: tuple[ModelFile, ...]
+    main: str
+    """What the loader opens, relative to the entry directory ("" for the directory)."""
+    license: str
+    shape: Shape
+
+    @property
+    def size(self) -> int:
+        return sum(f.size for f in self.files)
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    description: str
+    stt: ModelEntry
+    llm: ModelEntry
+    voice: ModelEntry
+    synthetic_only: bool = False
+
+    def entry(self, kind: Kind) -> ModelEntry:
+        entry: ModelEntry = getattr(self, kind)
+        return entry
+
+    @property
+    def entries(self) -> tuple[ModelEntry, ModelEntry, ModelEntry]:
+        return (self.stt, self.llm, self.voice)
+
+
+MB = 1_000_000
+
+_WHISPER_FILES = ("config.json", "tokenizer.json", "vocabulary.txt")
+
+WHISPER_BASE_EN = ModelEntry(
+    name="faster-whisper-base.en",
+    kind="stt",
+    title="Whisper base.en (CTranslate2, float16)",
+    repo="Systran/faster-whisper-base.en",
+    revision="main",
+    files=(
+        ModelFile("model.bin", 145_217_532),
+        ModelFile("config.json", 2_300),
+        ModelFile("tokenizer.json", 2_203_239),
+        ModelFile("vocabulary.txt", 459_861),
+    ),
+    main="",
+    license="MIT",
+    shape=WhisperShape(
+        d_model=512,
+        encoder_layers=6,
+        decoder_layers=6,
+        heads=8,
+        ffn=2048,
+        n_mels=80,
+        vocab_size=51864,
+    ),
+)
+
+WHISPER_SMALL_EN = ModelEntry(
+    name="faster-whisper-small.en",
+    kind="stt",
+    title="Whisper small.en (CTranslate2, float16)",
+    repo="Systran/faster-whisper-small.en",
+    revision="main",
+    files=(
+        ModelFile("model.bin", 483_546_902),
+        ModelFile("config.json", 2_300),
+        ModelFile("tokenizer.json", 2_203_239),
+        ModelFile("vocabulary.txt", 459_861),
+    ),
+    main="",
+    license="MIT",
+    shape=WhisperShape(
+        d_model=768,
+        encoder_layers=12,
+        decoder_layers=12,
+        heads=12,
+        ffn=3072,
+        n_mels=80,
+        vocab_size=51864,
+    ),
+)
+
+LLAMA_1B = ModelEntry(
+    name="llama-3.2-1b-instruct-q4_k_m",
+    kind="llm",
+    title="Llama 3.2 1B Instruct, GGUF Q4_K_M",
+    repo="bartowski/Llama-3.2-1B-Instruct-GGUF",
+    revision="main",
+    files=(ModelFile("Llama-3.2-1B-Instruct-Q4_K_M.gguf", 807_690_656),),
+    main="Llama-3.2-1B-Instruct-Q4_K_M.gguf",
+    license="Llama 3.2 Community License",
+    shape=LlamaShape(
+        vocab_size=128256,
+        hidden=2048,
+        layers=16,
+        heads=32,
+        kv_heads=8,
+        ffn=8192,
+        context_length=131072,
+        rope_theta=500000.0,
+    ),
+)
+
+LLAMA_3B = ModelEntry(
+    name="llama-3.2-3b-instruct-q4_k_m",
+    kind="llm",
+    title="Llama 3.2 3B Instruct, GGUF Q4_K_M",
+    repo="bartowski/Llama-3.2-3B-Instruct-GGUF",
+    revision="main",
+    files=(ModelFile("Llama-3.2-3B-Instruct-Q4_K_M.gguf", 2_019_377_696),),
+    main="Llama-3.2-3B-Instruct-Q4_K_M.gguf",
+    license="Llama 3.2 Community License",
+    shape=LlamaShape(
+        vocab_size=128256,
+        hidden=3072,
+        layers=28,
+        heads=24,
+        kv_heads=8,
+        ffn=8192,
+        context_length=131072,
+        rope_theta=500000.0,
+    ),
+)
+
+_LESSAC = "en/en_US/lessac/medium/en_US-lessac-medium.onnx"
+PIPER_LESSAC_MEDIUM = ModelEntry(
+    name="piper-en_US-lessac-medium",
+    kind="voice",
+    title="Piper en_US lessac (medium, 22.05 kHz)",
+    repo="rhasspy/piper-voices",
+    revision="main",
+    files=(ModelFile(_LESSAC, 63_201_294), ModelFile(_LESSAC + ".json", 4_885)),
+    main=_LESSAC,
+    license="MIT (voice); Lessac dataset terms in the repository's MODEL_CARD",
+    shape=PiperShape(sample_rate=22050, num_symbols=256, quality="medium"),
+)
+
+TINY_WHISPER = ModelEntry(
+    name="tiny-whisper",
+    kind="stt",
+    title="synthetic tiny Whisper (CTranslate2)",
+    repo=None,
+    revision="synthetic",
+    files=(),
+    main="",
+    license="MIT (synthetic, random weights)",
+    shape=WhisperShape(
+        d_model=64,
+        encoder_layers=2,
+        decoder_layers=2,
+        heads=2,
+        ffn=128,
+        n_mels=80,
+        vocab_size=2120,
+        quantization="float32",
+    ),
+)
+
+TINY_LLAMA = ModelEntry(
+    name="tiny-llama",
+    kind="llm",
+    title="synthetic tiny llama chat model (GGUF)",
+    repo=None,
+    revision="synthetic",
+    files=(),
+    main="tiny-llama.gguf",
+    license="MIT (synthetic, random weights)",
+    shape=LlamaShape(
+        vocab_size=1024,
+        hidden=64,
+        layers=2,
+        heads=4,
+        kv_heads=2,
+        ffn=128,
+        context_length=4096,
+        rope_theta=10000.0,
+        quantization="F32",
+        special_tokens=16,
+    ),
+)
+
+TINY_VOICE = ModelEntry(
+    name="tiny-voice",
+    kind="voice",
+    title="synthetic tiny Piper voice (ONNX)",
+    repo=None,
+    revision="synthetic",
+    files=(),
+    main="tiny-voice.onnx",
+    license="MIT (synthetic, random weights)",
+    shape=PiperShape(sample_rate=22050, num_symbols=256, quality="tiny"),
+)
+
+PROFILES: dict[str, Profile] = {
+    "tiny": Profile(
+        "tiny",
+        "synthetic only, a few MB: for tests",
+        TINY_WHISPER,
+        TINY_LLAMA,
+        TINY_VOICE,
+        synthetic_only=True,
+    ),
+    "cpu": Profile(
+        "cpu",
+        "small models for a CPU-only machine",
+        WHISPER_BASE_EN,
+        LLAMA_1B,
+        PIPER_LESSAC_MEDIUM,
+    ),
+    "gpu": Profile(
+        "gpu",
+        "larger models for a machine with a CUDA GPU",
+        WHISPER_SMALL_EN,
+        LLAMA_3B,
+        PIPER_LESSAC_MEDIUM,
+    ),
+}
+
+
+def get_profile(name: str) -> Profile:
+    try:
+        return PROFILES[name]
+    except KeyError:
+        known = ", ".join(PROFILES)
+        raise ValueError(f"unknown model profile {name!r} (known: {known})") from None
+
+
+def all_entries() -> list[ModelEntry]:
+    """Every distinct entry, in profile order."""
+    seen: dict[str, ModelEntry] = {}
+    for profile in PROFILES.values():
+        for entry in profile.entries:
+            seen.setdefault(entry.name, entry)
+    return list(seen.values())
+
+
+def profiles_using(entry: ModelEntry) -> list[str]:
+    return [p.name for p in PROFILES.values() if entry in p.entries]

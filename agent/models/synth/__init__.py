@@ -1,0 +1,108 @@
+"""Synthetic models: random weights (fixed seed) in exactly the formats the loaders read.
+
+`synthesize(profile, out_dir)` lays the files out as `voice-agent models pull` does, so
+`voice-agent serve --models OUT --profile P --offline` runs on them. `tiny` builds in about
+a second and weighs a few MB (the tests use it); `cpu` and `gpu` have the real defaults'
+shapes, vocabularies and quantization, so they cost the real models' compute time (the
+Piper voice of those needs torch). Every file says it is synthetic in its metadata.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+from agent.models.registry import (
+    LlamaShape,
+    ModelEntry,
+    PiperShape,
+    WhisperShape,
+    get_profile,
+)
+
+logger = logging.getLogger(__name__)
+
+MANIFEST = ".voice-agent.json"
+SYNTH_VERSION = 1
+_SEEDS = {"stt": 1001, "llm": 2002, "voice": 3003}
+
+
+def entry_path(models_dir: Path, entry: ModelEntry) -> Path:
+    """What the loader opens for an entry: the directory itself, or its main file."""
+    base = models_dir / entry.name
+    return base / entry.main if entry.main else base
+
+
+def _is_current(models_dir: Path, entry: ModelEntry) -> bool:
+    manifest = models_dir / entry.name / MANIFEST
+    try:
+        data = json.loads(manifest.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return (
+        bool(data.get("synthetic"))
+        and data.get("synth_version") == SYNTH_VERSION
+        and entry_path(models_dir, entry).exists()
+    )
+
+
+def synthesize_entry(entry: ModelEntry, models_dir: Path, *, force: bool = False) -> Path:
+    """Write one synthetic model (skipped when an identical one is already there)."""
+    target = entry_path(models_dir, entry)
+    if not force and _is_current(models_dir, entry):
+        logger.info("synthetic %s already in %s", entry.name, models_dir)
+        return target
+    started = time.perf_counter()
+    seed = _SEEDS[entry.kind]
+    title = f"{entry.title} [{entry.name}]"
+    shape = entry.shape
+    if isinstance(shape, WhisperShape):
+        from agent.models.synth.whisper_ct2 import write_whisper
+
+        write_whisper(target, shape, seed=seed, title=title)
+    elif isinstance(shape, LlamaShape):
+        from agent.models.synth.gguf_llama import write_llama
+
+        write_llama(target, shape, seed=seed, title=title)
+    elif isinstance(shape, PiperShape):
+        from agent.models.synth.piper_voice import write_tiny_voice, write_vits_voice
+
+        if shape.quality == "tiny":
+            write_tiny_voice(target, shape, seed=seed, title=title)
+        else:
+            write_vits_voice(target, shape, seed=seed, title=title)
+    else:  # pragma: no cover - the registry only has these three
+        raise TypeError(f"no synthesizer for {type(shape).__name__}")
+    elapsed = time.perf_counter() - started
+    manifest = {
+        "name": entry.name,
+        "kind": entry.kind,
+        "synthetic": True,
+        "synth_version": SYNTH_VERSION,
+        "seed": seed,
+        "imitates": entry.repo,
+        "build_s": round(elapsed, 2),
+    }
+    (models_dir / entry.name / MANIFEST).write_text(
+        json.dumps(manifest, indent=2) + "\n", encoding="utf-8"
+    )
+    logger.info("synthetic %s written in %.1f s: %s", entry.name, elapsed, target)
+    return target
+
+
+def synthesize(profile: str, out_dir: Path, *, force: bool = False) -> Path:
+    """Write the profile's synthetic set under `out_dir` (pull's layout); returns `out_dir`.
+
+    Deterministic: the same profile always gives the same weights.
+    """
+    prof = get_profile(profile)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for entry in prof.entries:
+        synthesize_entry(entry, out_dir, force=force)
+    return out_dir
+
+
+__all__ = ["MANIFEST", "entry_path", "synthesize", "synthesize_entry"]

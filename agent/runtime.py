@@ -1,0 +1,136 @@
+"""Process-wide models and worker threads, shared by every session; warm-up before the
+first offer. `Runtime` is the pipeline the signaling app attaches sessions to."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from agent.config import AppConfig
+from agent.conversation import Conversation
+from agent.llm import ChatModel
+from agent.metrics import Metrics
+from agent.models.device import DeviceInfo, detect_device
+from agent.models.loaders import load_llama, load_piper, load_whisper
+from agent.models.resolve import ResolvedModels, models_health, resolve_models
+from agent.session import AudioSink, Session
+from agent.stt import Transcriber
+from agent.threads import run_in
+from agent.tts.piper import PiperSynthesizer
+from agent.turn import TurnDeps
+from agent.vad import SileroVad, StreamingVad, VadSettings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Executors:
+    """One pool per stage, so a reply's TTS runs while its LLM still generates and one
+    session's VAD never waits behind another's transcription."""
+
+    vad: ThreadPoolExecutor
+    stt: ThreadPoolExecutor
+    tts: ThreadPoolExecutor
+
+    @classmethod
+    def create(cls) -> Executors:
+        return cls(
+            vad=ThreadPoolExecutor(2, thread_name_prefix="vad"),
+            stt=ThreadPoolExecutor(1, thread_name_prefix="stt"),
+            tts=ThreadPoolExecutor(1, thread_name_prefix="tts"),
+        )
+
+    def shutdown(self) -> None:
+        for pool in (self.vad, self.stt, self.tts):
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
+class Runtime:
+    def __init__(
+        self,
+        config: AppConfig,
+        resolved: ResolvedModels,
+        device: DeviceInfo,
+        *,
+        whisper: Any,
+        chat: ChatModel,
+        tts: PiperSynthesizer,
+    ) -> None:
+        self.config = config
+        self.resolved = resolved
+        self.device = device
+        self.metrics = Metrics()
+        self.executors = Executors.create()
+        self.chat = chat
+        self.tts = tts
+        self.transcriber = Transcriber(whisper, config.conversation.language, self.executors.stt)
+        self.warmup_s: dict[str, float] = {}
+
+    @classmethod
+    async def load(cls, config: AppConfig) -> Runtime:
+        """Resolve (fetching if allowed), load and warm up every model, off the event loop."""
+        resolved = await asyncio.to_thread(resolve_models, config.models)
+        device = detect_device(config.models.device)
+        log.info("device: %s", device.description)
+        whisper, llama, voice = await asyncio.gather(
+            asyncio.to_thread(load_whisper, resolved.stt, device),
+            asyncio.to_thread(load_llama, resolved.llm, config.models.llm_context, device),
+            asyncio.to_thread(load_piper, resolved.voice, device),
+        )
+        chat = ChatModel(llama, max_reply_tokens=config.conversation.max_reply_tokens)
+        runtime = cls(
+            config, resolved, device, whisper=whisper, chat=chat, tts=PiperSynthesizer(voice)
+        )
+        await runtime.warm_up()
+        return runtime
+
+    async def warm_up(self) -> None:
+        """Run each model once so the first user's first turn is as fast as later ones."""
+        silence = np.zeros(16_000, dtype=np.int16)
+        started = time.perf_counter()
+        await run_in(self.executors.vad, SileroVad().probability, silence[:512])
+        self.warmup_s["vad"] = time.perf_counter() - started
+        started = time.perf_counter()
+        await self.transcriber.transcribe(silence)
+        self.warmup_s["stt"] = time.perf_counter() - started
+        self.warmup_s["llm"] = await self.chat.warm_up()
+        started = time.perf_counter()
+        await run_in(self.executors.tts, self.tts.synthesize, "Hello.")
+        self.warmup_s["tts"] = time.perf_counter() - started
+        log.info(
+            "warm-up done: %s",
+            ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in self.warmup_s.items()),
+        )
+
+    def attach(self, session: Session) -> AudioSink:
+        self.metrics.sessions.inc()
+        deps = TurnDeps(
+            transcriber=self.transcriber,
+            chat=self.chat,
+            tts=self.tts,
+            tts_executor=self.executors.tts,
+            track=session.output,
+            emit=session.send_event,
+        )
+        return Conversation(
+            config=self.config.conversation,
+            vad=StreamingVad(VadSettings.from_config(self.config.conversation)),
+            vad_executor=self.executors.vad,
+            deps=deps,
+            metrics=self.metrics,
+        )
+
+    def describe(self) -> dict[str, Any]:
+        report = models_health(self.resolved, self.device)
+        report["warmup_ms"] = {k: round(v * 1000, 1) for k, v in self.warmup_s.items()}
+        return report
+
+    def close(self) -> None:
+        self.executors.shutdown()
+        self.chat.close()

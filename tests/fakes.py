@@ -1,0 +1,134 @@
+"""Timeline-scripted fakes of the model stages, for unit tests of timing and control logic.
+The same behaviour is tested through the real libraries in the end-to-end tests."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from agent.audio import STT_RATE, Int16Array
+from agent.llm import Generation, Message
+from agent.stt import Transcript
+
+
+@dataclass
+class ScriptedTranscriber:
+    texts: list[str]
+    delay_s: float = 0.01
+    calls: list[Int16Array] = field(default_factory=list)
+
+    async def transcribe(self, audio: Int16Array) -> Transcript:
+        self.calls.append(audio)
+        text = self.texts.pop(0) if self.texts else ""
+        await asyncio.sleep(self.delay_s)
+        return Transcript(text=text, language="en", audio_s=audio.size / STT_RATE)
+
+
+@dataclass
+class ScriptedChat:
+    """Replies with `reply`, one word per `token_delay_s`, after `first_token_delay_s`."""
+
+    reply: str = "Sure, I can help with that. It is sunny today."
+    first_token_delay_s: float = 0.02
+    token_delay_s: float = 0.005
+    fail: Exception | None = None
+    prompts: list[list[Message]] = field(default_factory=list)
+    cancelled: int = 0
+
+    async def generate(
+        self,
+        messages: list[Message],
+        on_delta: Callable[[str], None],
+        max_tokens: int | None = None,
+    ) -> Generation:
+        self.prompts.append([dict(m) for m in messages])
+        first: float | None = None
+        try:
+            await asyncio.sleep(self.first_token_delay_s)
+            if self.fail is not None:
+                raise self.fail
+            words = self.reply.split(" ")
+            for i, word in enumerate(words):
+                if first is None:
+                    first = time.time()
+                on_delta(word if i == 0 else " " + word)
+                await asyncio.sleep(self.token_delay_s)
+        except asyncio.CancelledError:
+            self.cancelled += 1
+            raise
+        return Generation(self.reply, 10, 10, len(self.reply.split()), 0.0, first)
+
+
+@dataclass
+class ToneSynthesizer:
+    """Speech stand-in: 60 ms of tone per word at 16 kHz."""
+
+    sample_rate: int = 16_000
+    texts: list[str] = field(default_factory=list)
+
+    def synthesize(self, text: str) -> Int16Array:
+        self.texts.append(text)
+        n = int(0.06 * self.sample_rate) * max(1, len(text.split()))
+        t = np.arange(n) / self.sample_rate
+        return (8000 * np.sin(2 * np.pi * 220 * t)).astype(np.int16)
+
+
+class RecordingTrack:
+    """The AgentAudioTrack verbs, played out in simulated real time."""
+
+    def __init__(self) -> None:
+        self.queued = 0
+        self.sent = 0
+        self._listener: Callable[[float], None] | None = None
+        self.cleared: list[int] = []
+        self.writes: list[int] = []
+
+    def write(self, pcm: Int16Array, sample_rate: int) -> int:
+        samples = int(pcm.size * 48_000 / sample_rate)
+        self.queued += samples
+        self.writes.append(samples)
+        if self._listener is not None:
+            listener, self._listener = self._listener, None
+            listener(time.time())
+        return samples
+
+    def clear(self) -> int:
+        heard = self.sent
+        self.cleared.append(heard)
+        self.queued = 0
+        self.sent = 0
+        return heard
+
+    def advance(self, seconds: float) -> None:
+        played = min(self.queued, int(seconds * 48_000))
+        self.queued -= played
+        self.sent += played
+
+    async def wait_for_playout(self) -> int:
+        while self.queued:
+            await asyncio.sleep(0.005)
+            self.advance(0.05)
+        sent, self.sent = self.sent, 0
+        return sent
+
+    def on_first_audio(self, listener: Callable[[float], None] | None) -> None:
+        self._listener = listener
+
+
+@dataclass
+class EventLog:
+    events: list[dict[str, Any]] = field(default_factory=list)
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        self.events.append(event)
+
+    def types(self) -> list[str]:
+        return [e["type"] for e in self.events]
+
+    def of(self, kind: str) -> list[dict[str, Any]]:
+        return [e for e in self.events if e["type"] == kind]
