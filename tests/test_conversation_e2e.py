@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import pytest_asyncio
 
-from agent.config import AppConfig, ModelConfig
+from agent.config import AppConfig, ConversationConfig, ModelConfig
 from agent.conversation import Conversation
 from agent.runtime import Runtime
 from benchmarks.peer import AgentClient
@@ -32,7 +32,11 @@ STAGES = (
 
 @pytest_asyncio.fixture
 async def runtime(tiny_models: Path) -> AsyncIterator[Runtime]:
-    config = AppConfig(models=ModelConfig(models_dir=tiny_models, profile="tiny", offline=True))
+    config = AppConfig(
+        models=ModelConfig(models_dir=tiny_models, profile="tiny", offline=True),
+        # Replies of a few seconds keep the suite quick; long enough to be talked over.
+        conversation=ConversationConfig(max_reply_tokens=48),
+    )
     loaded = await Runtime.load(config)
     yield loaded
     loaded.close()
@@ -101,8 +105,8 @@ async def test_talking_over_the_agent_stops_it(
         event = await client.wait_for_event("interrupted", timeout=30, since=0)
         await client.mic.wait_sent()
         time_start = spoke_at[0]
-        last_loud = max(loud_frames(client, after=time_start), default=time_start)
-        stop_s = last_loud - time_start
+        stop_s = fell_silent_at(client, after=time_start) - time_start
+        print(f"barge-in: agent audio stopped {stop_s * 1000:.0f} ms after the user spoke")
         # Budget: uplink jitter buffer and transport (~80 ms) + Silero windows until
         # barge_in_ms of speech (200 ms + start 128 ms + one 32 ms window) + the frame in
         # the encoder and the downlink jitter buffer (~100 ms): about 0.55 s; measured
@@ -123,6 +127,23 @@ async def test_talking_over_the_agent_stops_it(
             assert all(event["heard"] != a for a in assistant)
     finally:
         await client.close()
+
+
+def fell_silent_at(client: AgentClient, after: float, quiet_s: float = 0.3) -> float:
+    """Arrival time of the first frame of the first silence of `quiet_s` after `after`:
+    the interrupted reply's end, not the start of the next reply."""
+    quiet_since: float | None = None
+    for chunk, when in zip(client.received.chunks, client.received.arrival, strict=True):
+        if when < after:
+            continue
+        loud = np.sqrt(np.mean(chunk.astype(np.float64) ** 2)) > 300
+        if loud:
+            quiet_since = None
+        elif quiet_since is None:
+            quiet_since = when
+        elif when - quiet_since >= quiet_s:
+            return quiet_since
+    raise AssertionError("the agent never fell silent")
 
 
 async def _wait_for_loud_audio(client: AgentClient, timeout: float = 20.0) -> None:
