@@ -154,3 +154,17 @@ def test_pull_is_idempotent_without_network(
     resolved = resolve_models(ModelConfig(models_dir=tmp_path, profile="cpu", offline=False))
     assert resolved.stt == tmp_path / profile.stt.name
     assert resolved.voice.name == "en_US-lessac-medium.onnx"
+
+
+def test_synth_names_missing_packages_before_writing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "torch" else real(name, *a)
+    )
+    with pytest.raises(RuntimeError, match="pip install torch"):
+        synthesize("cpu", tmp_path)
+    assert not any(tmp_path.iterdir())

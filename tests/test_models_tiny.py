@@ -28,15 +28,9 @@ from agent.models.resolve import ResolvedModels, models_health, resolve_models
 from agent.models.synth import synthesize
 
 
-@pytest.fixture(scope="session")
-def tiny_set(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The tiny synthetic models, built once per test run (the lead's `tiny_models`)."""
-    return synthesize("tiny", tmp_path_factory.mktemp("tiny-models"))
-
-
 @pytest.fixture(scope="module")
-def resolved(tiny_set: Path) -> ResolvedModels:
-    return resolve_models(ModelConfig(models_dir=tiny_set, profile="tiny", offline=True))
+def resolved(tiny_models: Path) -> ResolvedModels:
+    return resolve_models(ModelConfig(models_dir=tiny_models, profile="tiny", offline=True))
 
 
 @pytest.fixture(scope="module")
@@ -60,17 +54,17 @@ def test_tiny_set_is_small_and_fast(tmp_path: Path) -> None:
     assert size < 10_000_000
 
 
-def test_tiny_set_is_deterministic(tiny_set: Path, tmp_path: Path) -> None:
+def test_tiny_set_is_deterministic(tiny_models: Path, tmp_path: Path) -> None:
     again = synthesize("tiny", tmp_path / "again")
     for name in (
         "tiny-llama/tiny-llama.gguf",
         "tiny-voice/tiny-voice.onnx",
         "tiny-whisper/model.bin",
     ):
-        assert (tiny_set / name).read_bytes() == (again / name).read_bytes(), name
+        assert (tiny_models / name).read_bytes() == (again / name).read_bytes(), name
 
 
-def test_resolve_finds_the_tiny_set(tiny_set: Path, resolved: ResolvedModels) -> None:
+def test_resolve_finds_the_tiny_set(tiny_models: Path, resolved: ResolvedModels) -> None:
     assert resolved.profile == "tiny"
     assert resolved.stt.is_dir() and (resolved.stt / "model.bin").is_file()
     assert resolved.llm.suffix == ".gguf" and resolved.llm.is_file()
@@ -171,9 +165,9 @@ def _espeak_16k(tmp_path: Path, text: str) -> np.ndarray:
 
 def _speech_fraction(samples: np.ndarray) -> float:
     vad = load_vad_model()
-    window = vad.chunk_samples()
+    window = vad.WINDOW
     probs = [
-        vad.process_chunk(samples[i : i + window].tobytes())
+        vad.probability(samples[i : i + window])
         for i in range(0, len(samples) - window + 1, window)
     ]
     return float(np.mean(np.array(probs) > 0.5))

@@ -63,7 +63,10 @@ def register(subparsers: Any) -> None:
     )
     synth.add_argument("--profile", choices=tuple(PROFILES), default="tiny")
     synth.add_argument(
-        "--out", type=Path, default=None, help="output directory (default: --models)"
+        "--out",
+        type=Path,
+        default=argparse.SUPPRESS,
+        help="output directory (default: the --models directory)",
     )
     add_models_dir_argument(synth)
     synth.add_argument("--force", action="store_true", help="rebuild models already there")
@@ -147,7 +150,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
     from agent.models.synth import synthesize
 
     _setup_logging()
-    out = Path(args.out if args.out is not None else args.models)
+    out = Path(getattr(args, "out", None) or args.models)
     started = time.perf_counter()
     try:
         synthesize(args.profile, out, force=args.force)

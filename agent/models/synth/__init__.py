@@ -9,6 +9,7 @@ Piper voice of those needs torch). Every file says it is synthetic in its metada
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import time
@@ -92,6 +93,27 @@ def synthesize_entry(entry: ModelEntry, models_dir: Path, *, force: bool = False
     return target
 
 
+def _check_requirements(entries: list[ModelEntry]) -> None:
+    """Fail before writing anything when a package the set needs is missing."""
+    needed: dict[str, str] = {}
+    for entry in entries:
+        shape = entry.shape
+        if isinstance(shape, LlamaShape):
+            needed["gguf"] = "gguf"
+            if shape.quantization.upper() not in ("F32", "F16"):
+                needed["llama_cpp"] = "llama-cpp-python"
+        elif isinstance(shape, WhisperShape):
+            needed["ctranslate2"] = "ctranslate2"
+            needed["tokenizers"] = "tokenizers"
+        elif isinstance(shape, PiperShape):
+            needed["onnx"] = "onnx"
+            if shape.quality != "tiny":
+                needed["torch"] = "torch (a CPU build is enough)"
+    missing = [pip for module, pip in needed.items() if importlib.util.find_spec(module) is None]
+    if missing:
+        raise RuntimeError("synthetic models need more packages: pip install " + ", ".join(missing))
+
+
 def synthesize(profile: str, out_dir: Path, *, force: bool = False) -> Path:
     """Write the profile's synthetic set under `out_dir` (pull's layout); returns `out_dir`.
 
@@ -99,6 +121,7 @@ def synthesize(profile: str, out_dir: Path, *, force: bool = False) -> Path:
     """
     prof = get_profile(profile)
     out_dir = Path(out_dir)
+    _check_requirements([e for e in prof.entries if force or not _is_current(out_dir, e)])
     out_dir.mkdir(parents=True, exist_ok=True)
     for entry in prof.entries:
         synthesize_entry(entry, out_dir, force=force)

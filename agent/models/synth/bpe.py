@@ -68,7 +68,8 @@ def build_bpe(n_tokens: int, seed: int = 0) -> tuple[list[str], list[str]]:
                 piece += ch
     rng = np.random.default_rng(seed)
     letters = [chr(c) for c in range(ord("a"), ord("z") + 1)] + [space]
-    pool = [t for t in tokens if t.isalpha() or t.startswith(space)]
+    allowed = set(letters) | {chr(c) for c in range(ord("A"), ord("Z") + 1)}
+    pool = [t for t in tokens if all(ch in allowed for ch in t)]  # ASCII words only
     attempts = 0
     while len(tokens) < n_tokens:
         attempts += 1

@@ -6,7 +6,7 @@ llama.cpp can K-quantize are written as F16 and quantized with `llama_model_quan
 the registry's type (Q4_K_M), as the published files are; the tiny model stays F32.
 
 Random logits are nearly flat, so sampling would pick tokens uniformly and never stop.
-The output norm is scaled up so each step is confident (sampling ~ greedy), and the rows
+The output norm is scaled up so each step is confident, and the rows
 of the end-of-turn and punctuation tokens are longer, so a reply has clauses and ends
 after a few dozen tokens, as a real model's does: that keeps timings honest.
 """
@@ -54,8 +54,8 @@ BOS, EOS_TEXT, EOT = 0, 1, 9  # offsets into the special tokens
 # Row lengths (x the others') of tokens that should come up more often than at random.
 _BOOSTED = {".": 2.3, ",": 2.3, "?": 1.6, "!": 1.4}
 _EOT_BOOST = 2.1
-_LOGIT_SPREAD = 40.0
-"""Standard deviation of the logits: large, so sampling at any usual temperature is greedy."""
+_LOGIT_SPREAD = 12.0
+"""Standard deviation of the logits: large enough that each step is confident."""
 
 
 def special_tokens(count: int) -> list[str]:
@@ -168,8 +168,14 @@ def _write_unquantized(
             # logits = rmsnorm(h) . embedding row: spread ~ weight * std * sqrt(d)
             tensor = np.full(dims, _LOGIT_SPREAD / (std * np.sqrt(shape.hidden)), np.float32)
         else:
-            tensor = weights.normal(dims, std, wtype)
+            # embeddings: 0.02; projections: 1/sqrt(fan_in), so each layer's output is
+            # ~unit-sized, attention mixes the context in, and replies do not loop
+            scale = std if role == "embd" else 1.0 / np.sqrt(dims[1])
+            tensor = weights.normal(dims, scale, wtype)
             if role == "embd":
+                for byte in range(256):  # no control characters or stray bytes in replies
+                    if not (chr(byte).isascii() and chr(byte).isprintable()):
+                        tensor[byte] *= 0.25
                 for ch, boost in _BOOSTED.items():
                     tensor[ord(ch)] *= boost  # byte tokens come first, by byte value
                 tensor[n_text + EOT] *= _EOT_BOOST

@@ -157,10 +157,10 @@ def write_whisper(out_dir: Path, shape: WhisperShape, *, seed: int, title: str) 
     dec.projection.weight = projection
     bias = np.zeros(vocab_size, dtype=np.float32)
     bias[eot] = -450.0
-    bias[eot + 1 :] = -100.0  # other special tokens only where the decoding rules force them
+    bias[eot + 1 :] = -1000.0  # other special tokens only where the decoding rules force them
     for byte in range(256):  # no control characters or stray bytes in the text
         if not (chr(byte).isascii() and (chr(byte).isalpha() or byte == ord(" "))):
-            bias[byte] = -100.0
+            bias[byte] = -1000.0
     dec.projection.bias = bias
 
     space_id = tokens.index("Ġ")
