@@ -55,6 +55,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=args.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # faster-whisper logs every transcription at INFO; one line per turn is noise here.
+    logging.getLogger("faster_whisper").setLevel(logging.WARNING)
     return int(args.func(args))
 
 
