@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from agent import __version__
 from agent.config import AppConfig, add_server_arguments, config_from_args
 from agent.models.cli import register as register_models
+from benchmarks.cli import register as register_bench
 
 log = logging.getLogger("voice-agent")
 
@@ -34,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(func=run_serve)
 
     register_models(commands)
+    register_bench(commands)
     return parser
 
 

@@ -1,0 +1,187 @@
+"""The compute floor: the same utterances through the same models, called directly, with
+no transport, no session and no event loop traffic. It is what the pipeline's compute alone
+costs; mouth-to-ear minus the floor is the overhead (transport, queueing, pacing).
+
+Per utterance, from the end of its speech (as the bench measures it):
+  endpoint     the VAD, fed 20 ms blocks as the server is, decides that the turn ended: the
+               silence it must wait for (audio time) plus the compute of the deciding block;
+  stt          faster-whisper on the utterance the VAD cut;
+  llm          llama.cpp streaming, through the chunker, to the first speakable chunk, in
+               one conversation across the corpus (the history grows as in a session, and
+               each reply is generated in full and kept);
+  tts          Piper on that first chunk.
+The floor is their sum.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from agent.audio import STT_RATE, resample_pcm
+from agent.chunker import SpeechChunker
+from agent.config import AppConfig, ConversationConfig, ModelConfig
+from agent.llm import ChatHistory, ChatModel
+from agent.runtime import Runtime
+from agent.stt import Transcriber
+from agent.tts.piper import PiperSynthesizer
+from agent.vad import SpeechEnded, StreamingVad, VadSettings
+from benchmarks.corpus import Utterance
+
+log = logging.getLogger(__name__)
+
+BLOCK = STT_RATE // 50
+"""20 ms at 16 kHz: what the server's drain hands the VAD per frame."""
+
+
+@dataclass
+class FloorResult:
+    utterance: str
+    endpoint_ms: float | None = None
+    stt_ms: float | None = None
+    llm_first_token_ms: float | None = None
+    llm_first_chunk_ms: float | None = None
+    tts_ms: float | None = None
+    floor_ms: float | None = None
+    transcript: str = ""
+    first_chunk: str = ""
+    status: str = "ok"
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def endpoint(vad: StreamingVad, utterance: Utterance) -> tuple[SpeechEnded | None, float]:
+    """Feed the utterance then silence in 20 ms blocks; (the turn's end, ms from the end of
+    speech until the VAD decided it: audio waited for plus the deciding block's compute)."""
+    pcm = resample_pcm(utterance.pcm, utterance.rate, STT_RATE)
+    pcm = np.concatenate([pcm, np.zeros(2 * STT_RATE, dtype=np.int16)])
+    end_of_speech = utterance.speech_end_s
+    for start in range(0, pcm.size - BLOCK + 1, BLOCK):
+        started = time.perf_counter()
+        events = vad.feed(pcm[start : start + BLOCK], 0.0)
+        compute = time.perf_counter() - started
+        for event in events:
+            if isinstance(event, SpeechEnded) and event.decided_sample / STT_RATE > end_of_speech:
+                waited = (start + BLOCK) / STT_RATE - end_of_speech
+                return event, (waited + compute) * 1000
+    return None, 0.0
+
+
+async def first_chunk(
+    chat: ChatModel, history: ChatHistory
+) -> tuple[float | None, float | None, list[str]]:
+    """(ms to the first token, ms to the first speakable chunk, every chunk of the reply).
+    The reply is generated in full, as a session does, and joins the history."""
+    chunker = SpeechChunker()
+    chunks: list[str] = []
+    marks: dict[str, float] = {}
+
+    def on_delta(delta: str) -> None:
+        marks.setdefault("token", time.perf_counter())
+        chunks.extend(chunker.push(delta))
+        if chunks:
+            marks.setdefault("chunk", time.perf_counter())
+
+    started = time.perf_counter()
+    await chat.generate(history.for_prompt(), on_delta)
+    chunks.extend(chunker.flush())
+    if chunks:
+        marks.setdefault("chunk", time.perf_counter())
+    history.add_assistant(" ".join(chunks))
+    token_ms = (marks["token"] - started) * 1000 if "token" in marks else None
+    chunk_ms = (marks["chunk"] - started) * 1000 if "chunk" in marks else None
+    return token_ms, chunk_ms, chunks
+
+
+async def measure_one(
+    utterance: Utterance,
+    *,
+    transcriber: Transcriber,
+    chat: ChatModel,
+    tts: PiperSynthesizer,
+    conversation: ConversationConfig,
+    history: ChatHistory | None = None,
+) -> FloorResult:
+    """One utterance; `history` (one conversation across utterances, as in a session)
+    gets the transcript and the reply."""
+    result = FloorResult(utterance.name)
+    vad = StreamingVad(VadSettings.from_config(conversation))
+    ended, endpoint_ms = await asyncio.to_thread(endpoint, vad, utterance)
+    result.endpoint_ms = endpoint_ms
+    if ended is None:
+        result.status = "no_endpoint"
+        return result
+    started = time.perf_counter()
+    transcript = await asyncio.to_thread(transcriber.transcribe_blocking, ended.audio)
+    result.stt_ms = (time.perf_counter() - started) * 1000
+    result.transcript = transcript.text
+    if not transcript.text.strip():
+        result.status = "no_speech"
+        return result
+    history = history or ChatHistory(conversation.system_prompt)
+    history.add_user(transcript.text)
+    result.llm_first_token_ms, result.llm_first_chunk_ms, chunks = await first_chunk(chat, history)
+    chunk = result.first_chunk = chunks[0] if chunks else ""
+    chunk_ms = result.llm_first_chunk_ms
+    if chunk_ms is None:
+        result.status = "no_reply"
+        return result
+    started = time.perf_counter()
+    await asyncio.to_thread(tts.synthesize, chunk)
+    result.tts_ms = tts_ms = (time.perf_counter() - started) * 1000
+    result.floor_ms = endpoint_ms + result.stt_ms + chunk_ms + tts_ms
+    return result
+
+
+async def measure(
+    corpus: list[Utterance],
+    models_dir: Path,
+    profile: str | None,
+    conversation: ConversationConfig | None = None,
+    repeats: int = 1,
+) -> list[FloorResult]:
+    """Load the profile's models (warmed up, as the server does) and time every utterance,
+    one at a time, as one conversation per pass; `repeats` passes."""
+    conversation = conversation or ConversationConfig()
+    config = AppConfig(
+        models=ModelConfig(models_dir=models_dir, profile=profile, offline=True),
+        conversation=conversation,
+    )
+    runtime = await Runtime.load(config)
+    try:
+        results = []
+        for _ in range(repeats):
+            history = ChatHistory(conversation.system_prompt)
+            for utterance in corpus:
+                results.append(
+                    await measure_one(
+                        utterance,
+                        transcriber=runtime.transcriber,
+                        chat=runtime.chat,
+                        tts=runtime.tts,
+                        conversation=conversation,
+                        history=history,
+                    )
+                )
+    finally:
+        runtime.close()
+    return results
+
+
+def floor_by_utterance(results: list[FloorResult]) -> dict[str, float]:
+    """Median floor of each utterance."""
+    values: dict[str, list[float]] = {}
+    for result in results:
+        if result.floor_ms is not None:
+            values.setdefault(result.utterance, []).append(result.floor_ms)
+    return {name: float(np.median(v)) for name, v in values.items()}
+
+
+__all__ = ["FloorResult", "endpoint", "floor_by_utterance", "measure", "measure_one"]

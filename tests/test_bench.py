@@ -1,0 +1,210 @@
+"""The bench: corpus, sample/wall-time mapping, reports, the CLI, and a short run of the
+real client against the app with the tiny synthetic models."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from agent.audio import OUTPUT_RATE
+from agent.config import AppConfig, ConversationConfig, ModelConfig
+from benchmarks import cli, corpus, report
+from benchmarks.peer import ReceivedAudio
+from benchmarks.runner import Timeline
+from tests.conftest import ServerFactory
+
+
+def bench_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="voice-agent")
+    cli.register(parser.add_subparsers(dest="command", required=True))
+    return parser
+
+
+@pytest.fixture(scope="module")
+def default_corpus() -> list[corpus.Utterance]:
+    return corpus.default_corpus()
+
+
+def test_default_corpus_is_varied(default_corpus: list[corpus.Utterance]) -> None:
+    assert len(default_corpus) >= 20
+    for u in default_corpus:
+        assert 1.0 <= u.duration_s <= 6.0, (u.name, u.duration_s)
+        assert 0 <= u.speech_start < u.speech_end <= u.pcm.size
+        # The trailing silence is cut from the end of speech, not counted as speech.
+        assert u.duration_s - u.speech_end_s == pytest.approx(corpus.TAIL_S, abs=0.03)
+    questions = [u for u in default_corpus if u.text.rstrip().endswith("?")]
+    assert 5 <= len(questions) <= len(default_corpus) - 5
+    assert sum(u.has_pause for u in default_corpus) >= 3
+
+
+def test_corpus_round_trips_through_a_directory(
+    tmp_path: Path, default_corpus: list[corpus.Utterance]
+) -> None:
+    for u in default_corpus[:3]:
+        corpus.write_wav(tmp_path / f"{u.name}.wav", u.pcm, u.rate)
+    loaded = corpus.load_directory(tmp_path)
+    assert [u.name for u in loaded] == [u.name for u in default_corpus[:3]]
+    assert loaded[0].speech_end == default_corpus[0].speech_end
+    with pytest.raises(ValueError, match=r"no \.wav"):
+        corpus.load_directory(tmp_path / "empty")
+
+
+def test_timeline_maps_samples_to_arrival() -> None:
+    received = ReceivedAudio()
+    frame = OUTPUT_RATE // 50
+    for k in range(10):
+        received.append(np.full(frame, k, dtype=np.int16), 100.0 + 0.02 * k)
+    timeline = Timeline(received, since=100.05)
+    assert timeline.pcm[0] == 2  # from the frame playing at `since`
+    # A frame is heard from the moment it is pulled; samples follow at the output rate.
+    assert timeline.wall(0) == pytest.approx(100.04)
+    assert timeline.wall(480) == pytest.approx(100.05)
+    assert timeline.wall(frame) == pytest.approx(100.06)
+    assert timeline.index_at(100.05) == 480
+    assert timeline.index_at(100.06) == frame
+    assert timeline.index_at(200.0) == timeline.pcm.size
+
+
+def fake_turn(m2e: float, kind: str = "turn", **extra: Any) -> dict[str, Any]:
+    server = {
+        "turn": 1,
+        "endpoint_ms": 320.0,
+        "stt_done_ms": 400.0,
+        "llm_first_token_ms": 450.0,
+        "first_chunk_ms": 500.0,
+        "tts_first_audio_ms": 520.0,
+        "first_frame_sent_ms": 530.0,
+    }
+    turn = {
+        "sessions": 1,
+        "session": 0,
+        "kind": kind,
+        "index": 0,
+        "utterance": "01",
+        "has_pause": False,
+        "status": "ok",
+        "mouth_to_ear_ms": m2e,
+        "server": server,
+        "server_turns": 1,
+        "uplink_ms": 90.0,
+        "downlink_ms": m2e - 530.0 - 90.0,
+        "transport_ms": m2e - 530.0,
+        "event_downlink_ms": 70.0,
+        "barge_in_stop_ms": None,
+        "interrupted": None,
+    }
+    return turn | extra
+
+
+def test_report_writes_json_markdown_and_plots(tmp_path: Path) -> None:
+    turns = [fake_turn(700.0 + 10 * i) for i in range(20)]
+    turns.append(fake_turn(900.0, kind="barge_in", barge_in_stop_ms=250.0, interrupted=True))
+    result: dict[str, Any] = {
+        "meta": {
+            "started": "2026-01-01T00:00:00+00:00",
+            "command": "voice-agent bench",
+            "url": "http://x",
+            "flags": {},
+            "server": {"models": {"profile": "tiny", "synthetic": True, "warning": "synthetic"}},
+            "machine": {"cpu": "cpu", "cores": 2, "memory_gib": 4, "gpus": [], "os": "Linux"},
+            "corpus": [{"name": "01", "has_pause": False}],
+        },
+        "runs": [{"sessions": 1, "turns": turns}, {"sessions": 2, "turns": turns}],
+        "floor": [
+            {"utterance": "01", "endpoint_ms": 330.0, "stt_ms": 50.0, "llm_first_token_ms": 10.0,
+             "llm_first_chunk_ms": 60.0, "tts_ms": 20.0, "floor_ms": 460.0, "transcript": "x",
+             "first_chunk": "y", "status": "ok"},
+        ],
+    }  # fmt: skip
+    written = report.write_all(result, tmp_path)
+    assert {p.name for p in written} == {
+        "results.json", "summary.md", "cdf.png", "stages.png", "sessions.png"
+    }  # fmt: skip
+    for path in written:
+        assert path.stat().st_size > 0
+    data = json.loads((tmp_path / "results.json").read_text())
+    m2e = data["summary"]["by_sessions"]["1"]["metrics"]["mouth_to_ear_ms"]
+    assert m2e["n"] == 20 and m2e["p50"] == pytest.approx(795.0) and m2e["max"] == 890.0
+    overhead = data["summary"]["by_sessions"]["1"]["metrics"]["overhead_ms"]
+    assert overhead["p50"] == pytest.approx(795.0 - 460.0)
+    assert data["summary"]["by_sessions"]["1"]["barge_in_stop_ms"]["p50"] == 250.0
+    text = (tmp_path / "summary.md").read_text()
+    for needle in ("p50", "p90", "p99", "max", "profile **tiny**", "overhead", "barge-in stop"):
+        assert needle in text
+
+
+def test_bench_command_documents_every_option() -> None:
+    parser = bench_parser()
+    args = parser.parse_args(["bench", "--sessions", "1,2,4"])
+    assert args.sessions == [1, 2, 4] and args.func is cli.run_bench
+    with pytest.raises(SystemExit):
+        parser.parse_args(["bench", "--sessions", "0"])
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    bench = sub.choices["bench"]
+    assert bench.formatter_class is argparse.ArgumentDefaultsHelpFormatter
+    for action in bench._actions:
+        assert action.help, f"{action.option_strings} has no help"
+
+
+@pytest.mark.slow
+async def test_bench_against_the_tiny_app(
+    start_server: ServerFactory, tiny_models: Path, tmp_path: Path
+) -> None:
+    """The real client, corpus, floor and report against the app serving the tiny models:
+    the client's mouth-to-ear is positive and covers the server's whole share."""
+    from agent.runtime import Runtime
+
+    conversation = ConversationConfig(max_reply_tokens=24)
+    config = AppConfig(
+        models=ModelConfig(models_dir=tiny_models, profile="tiny", offline=True),
+        conversation=conversation,
+    )
+    runtime = await Runtime.load(config)
+    utterances = tmp_path / "utterances"
+    utterances.mkdir()
+    for u in corpus.default_corpus()[:3]:
+        corpus.write_wav(utterances / f"{u.name}.wav", u.pcm, u.rate)
+    out = tmp_path / "out"
+    try:
+        server = await start_server(config, runtime)
+        args = bench_parser().parse_args(
+            ["bench", "--url", server.url, "--utterances", str(utterances),
+             "--turns", "3", "--warmup", "1", "--barge-in", "1", "--gap", "0.3",
+             "--turn-timeout", "30", "--models", str(tiny_models), "--profile", "tiny",
+             "--max-reply-tokens", "24", "--out", str(out), "--no-progress"]
+        )  # fmt: skip
+        assert await cli.bench(args) == 0
+    finally:
+        runtime.close()
+
+    data = json.loads((out / "results.json").read_text())
+    assert data["meta"]["server"]["models"]["profile"] == "tiny"
+    turns = [t for t in data["runs"][0]["turns"] if t["kind"] == "turn"]
+    assert len(turns) == 3
+    ok = [t for t in turns if t["status"] == "ok"]
+    assert len(ok) >= 2, [t["status"] for t in turns]
+    for t in ok:
+        m2e, server_share = t["mouth_to_ear_ms"], t["server"]["first_frame_sent_ms"]
+        assert m2e > 0
+        # The client's measure contains the server's stages plus the transport both ways.
+        assert m2e >= server_share, (m2e, t["server"])
+        assert t["transport_ms"] == pytest.approx(m2e - server_share)
+        assert m2e < 20_000
+    # Both directions of the transport take time (single turns may be off by the few ms
+    # between the client's and the server's ideas of where speech ended).
+    assert np.median([t["uplink_ms"] for t in ok]) > 0
+    assert np.median([t["downlink_ms"] for t in ok]) > 0
+    assert data["floor"] and any(f["floor_ms"] for f in data["floor"])
+    assert data["summary"]["by_sessions"]["1"]["metrics"]["mouth_to_ear_ms"]["n"] == len(ok)
+    barge = [t for t in data["runs"][0]["turns"] if t["kind"] == "barge_in"]
+    assert len(barge) == 1
+    if barge[0]["status"] == "ok":
+        assert barge[0]["interrupted"]
+        assert 0 < barge[0]["barge_in_stop_ms"] < 5_000
+    for name in ("summary.md", "cdf.png", "stages.png", "sessions.png"):
+        assert (out / name).stat().st_size > 0
