@@ -105,7 +105,9 @@ class ChatModel:
                 self._executor, self._generate, messages, emit, stop, max_tokens
             )
             try:
-                text, prompt_tokens, evaluated, completion_tokens = await wait_uncancelled(future)
+                text, prompt_tokens, evaluated, completion_tokens = await wait_uncancelled(
+                    future, on_cancel=stop.set
+                )
             finally:
                 stop.set()
         # Every delta was scheduled with call_soon_threadsafe before the worker returned, so

@@ -17,6 +17,7 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from agent.audio import STT_RATE, Int16Array, MonoResampler
 from agent.playout import AgentAudioTrack
+from agent.rtc import close_peer
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +112,7 @@ class Session:
                 except Exception:
                     log.exception("session %s: closing the audio sink failed", self.id)
             self.output.stop()
-            await self.pc.close()
+            await close_peer(self.pc)
         finally:
             self._closed.set()
             log.info("session %s closed: %s", self.id, self.close_reason)

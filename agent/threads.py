@@ -24,8 +24,11 @@ async def run_in(executor: Executor, fn: Callable[P, T], *args: P.args, **kwargs
     return await wait_uncancelled(future)
 
 
-async def wait_uncancelled(future: asyncio.Future[T]) -> T:
-    """Await `future` to completion even through cancellation, then re-raise the cancel."""
+async def wait_uncancelled(
+    future: asyncio.Future[T], on_cancel: Callable[[], None] | None = None
+) -> T:
+    """Await `future` to completion even through cancellation, then re-raise the cancel.
+    `on_cancel` runs at the first cancellation: it should tell the worker to stop early."""
     cancelled = False
     while not future.done():
         try:
@@ -33,6 +36,8 @@ async def wait_uncancelled(future: asyncio.Future[T]) -> T:
         except asyncio.CancelledError:
             if future.done():
                 break
+            if not cancelled and on_cancel is not None:
+                on_cancel()
             cancelled = True
     if cancelled:
         if not future.cancelled() and future.exception() is not None:

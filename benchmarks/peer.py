@@ -18,6 +18,7 @@ from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from agent.audio import OUTPUT_RATE, Int16Array, MonoResampler, pcm_to_frame
+from agent.rtc import close_peer
 
 MIC_RATE = 48_000
 MIC_FRAME = MIC_RATE // 50
@@ -210,7 +211,7 @@ class AgentClient:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
         self.mic.stop()
-        await self.pc.close()
+        await close_peer(self.pc)
 
     def _on_message(self, message: str | bytes) -> None:
         data = json.loads(message)

@@ -89,7 +89,9 @@ async def test_talking_over_the_agent_stops_it(
 ) -> None:
     server = await start_server(pipeline=runtime)
     question, rate = espeak("Tell me a long story about the sea.", tmp_path)
-    interruption, _ = espeak("Stop, stop, wait a moment please.", tmp_path)
+    # Continuous speech from its first syllable: "Stop, stop" would be two words of about
+    # 130 ms each, each too short for barge_in_ms on its own.
+    interruption, _ = espeak("Wait a moment please, I have another question.", tmp_path)
     client = AgentClient(server.url)
     try:
         await client.connect()
