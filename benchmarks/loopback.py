@@ -142,7 +142,7 @@ def markdown(result: dict[str, Any], machine: dict[str, Any]) -> str:
     lines = [
         "# Loopback transport floor (no models)",
         "",
-        f"Machine: {one_line(machine)}. Command: `python -m benchmarks.loopback`.",
+        f"Machine: {one_line(machine)}. Command: `python -m benchmarks.loopback --bursts 30`.",
         "",
         "| measure | n | median | p90 | min | max |",
         "|---|---|---|---|---|---|",
