@@ -111,7 +111,7 @@ class ReplyTurn:
             await self.deps.track.wait_for_playout()
         finally:
             self.deps.track.on_first_audio(None)
-        if self.spoken:
+        if self.metrics.first_frame_sent_ms is not None:
             self.deps.emit(events.agent_speech_end(self.turn_id))
         self.history.add_assistant(" ".join(c.text for c in self.spoken))
         return Outcome.REPLIED
@@ -153,6 +153,8 @@ class ReplyTurn:
                 pcm = await run_in(self.deps.tts_executor, tts.synthesize, chunk)
             except Exception as exc:
                 raise StageError("speech synthesis", exc) from exc
+            if pcm.size == 0:
+                continue  # nothing speakable in this chunk
             if self.metrics.tts_first_audio_ms is None:
                 self.metrics.tts_first_audio_ms = self._ms_since_speech_end()
             samples = self.deps.track.write(pcm, tts.sample_rate)
