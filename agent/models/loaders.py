@@ -7,6 +7,7 @@ for faster-whisper, an attempt to download something from the hub.
 
 from __future__ import annotations
 
+import atexit
 import functools
 import json
 import logging
@@ -63,10 +64,19 @@ def _once(key: tuple[object, ...], build: Callable[[], T]) -> T:
 
 
 def clear_cache() -> None:
-    """Forget loaded models (tests)."""
+    """Forget loaded models, closing those that hold native resources (llama.cpp)."""
     with _lock:
+        for model in _cache.values():
+            close = getattr(model, "close", None)
+            if callable(close) and type(model).__name__ == "Llama":
+                close()
         _cache.clear()
         _key_locks.clear()
+
+
+# Free llama.cpp models before interpreter teardown: Llama.__del__ running after the
+# llama_cpp module is gone raises "'NoneType' object is not callable" at exit.
+atexit.register(clear_cache)
 
 
 def _timed(what: str, path: Path, where: str, build: Callable[[], T]) -> T:
