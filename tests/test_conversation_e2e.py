@@ -14,20 +14,14 @@ import pytest_asyncio
 
 from agent.config import AppConfig, ConversationConfig, ModelConfig
 from agent.conversation import Conversation
+from agent.events import TurnMetrics
 from agent.runtime import Runtime
 from benchmarks.peer import AgentClient
 from tests.conftest import ServerFactory, espeak
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 
-STAGES = (
-    "endpoint_ms",
-    "stt_done_ms",
-    "llm_first_token_ms",
-    "first_chunk_ms",
-    "tts_first_audio_ms",
-    "first_frame_sent_ms",
-)
+STAGES = TurnMetrics.STAGES
 
 
 @pytest_asyncio.fixture
