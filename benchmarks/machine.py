@@ -105,10 +105,6 @@ def describe() -> dict[str, Any]:
     }
 
 
-describe_machine = describe
-"""Alias used by benchmarks/loopback.py."""
-
-
 def one_line(machine: dict[str, Any]) -> str:
     gpu = ", ".join(machine.get("gpus") or []) or "no GPU"
     return (
@@ -117,4 +113,4 @@ def one_line(machine: dict[str, Any]) -> str:
     )
 
 
-__all__ = ["describe", "describe_machine", "one_line"]
+__all__ = ["describe", "one_line"]

@@ -110,15 +110,6 @@ class ReceivedAudio:
             return np.zeros(0, dtype=np.int16)
         return np.concatenate(self.chunks)
 
-    def sample_wall_time(self, index: int) -> float:
-        """Wall time at which sample `index` arrived (frame arrival, interpolated)."""
-        pos = 0
-        for chunk, when in zip(self.chunks, self.arrival, strict=True):
-            if index < pos + chunk.size:
-                return when - (chunk.size - (index - pos)) / OUTPUT_RATE
-            pos += chunk.size
-        raise IndexError(index)
-
 
 @dataclass
 class ClientEvent:
