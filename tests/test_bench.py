@@ -189,11 +189,19 @@ async def test_bench_against_the_tiny_app(
     ok = [t for t in turns if t["status"] == "ok"]
     assert len(ok) >= 2, [t["status"] for t in turns]
     for t in ok:
-        m2e, server_share = t["mouth_to_ear_ms"], t["server"]["first_frame_sent_ms"]
+        server = t["server"]
+        m2e = t["mouth_to_ear_ms"]
         assert m2e > 0
-        # The client's measure contains the server's stages plus the transport both ways.
-        assert m2e >= server_share, (m2e, t["server"])
-        assert t["transport_ms"] == pytest.approx(m2e - server_share)
+        # Everything the server does after its endpoint decision lies inside the client's
+        # window: the decision comes endpoint_ms of VAD silence after the server's end of
+        # speech, and that is after the client's. The server's full stage sum is measured
+        # from its own end of speech (the last voiced Silero window), which can fall before
+        # the client's energy-based end on a quiet final consonant, so the two are not
+        # compared directly.
+        after_decision = server["first_frame_sent_ms"] - server["endpoint_ms"]
+        assert m2e >= after_decision, (m2e, server)
+        assert server["endpoint_ms"] <= server["stt_done_ms"] <= server["first_frame_sent_ms"]
+        assert t["transport_ms"] == pytest.approx(m2e - server["first_frame_sent_ms"])
         assert m2e < 20_000
     # Both directions of the transport take time (single turns may be off by the few ms
     # between the client's and the server's ideas of where speech ended).
