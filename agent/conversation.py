@@ -4,6 +4,10 @@ at a time, and barge-in when the user talks over the agent.
 States, from the user's point of view: listening (nothing happening), user speaking,
 thinking (a turn runs, no audio yet), speaking (agent audio playing). The agent is "busy"
 while a turn task exists; user speech of `barge_in_ms` while it is busy cancels that task.
+
+A turn whose model stage fails or stalls (agent/stages.py) reports an error event and the
+conversation keeps listening; after `max_failed_turns` such turns in a row it asks, through
+`on_fatal`, for the session to be closed. Barge-in and no-speech turns count neither way.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Protocol
@@ -22,6 +27,7 @@ from agent.audio import STT_RATE, Int16Array
 from agent.config import ConversationConfig
 from agent.llm import ChatHistory
 from agent.metrics import Metrics
+from agent.stages import StageRunner, StageTimeout
 from agent.threads import run_in
 from agent.turn import Outcome, ReplyTurn, StageError, TurnDeps
 from agent.vad import SpeechEnded, SpeechStarted, TurnEvent
@@ -56,13 +62,19 @@ class Conversation:
         vad_executor: Executor,
         deps: TurnDeps,
         metrics: Metrics | None = None,
+        on_fatal: Callable[[str], None] | None = None,
     ) -> None:
+        """`on_fatal(reason)` is called when the conversation cannot go on (too many failed
+        turns in a row); the session closes itself then."""
         self._config = config
         self._vad = vad
         self._vad_executor = vad_executor
         self._deps = deps
         self._metrics = metrics
-        self.history = ChatHistory(config.system_prompt)
+        self._on_fatal = on_fatal
+        self._stages = StageRunner(config.stage_timeout_s)
+        self._failed_turns = 0
+        self.history = ChatHistory(config.full_system_prompt)
         self._audio: asyncio.Queue[tuple[Int16Array, float]] = asyncio.Queue()
         self._turn: ReplyTurn | None = None
         self._turn_task: asyncio.Task[None] | None = None
@@ -81,8 +93,14 @@ class Conversation:
         self._listener.cancel()
         await asyncio.gather(self._listener, return_exceptions=True)
         await self._cancel_turn()
+        await self._stages.aclose()
 
     # -- listening ----------------------------------------------------------------------
+
+    @property
+    def abandoned_stages(self) -> int:
+        """Stage workers given up on at their deadline that have not returned yet."""
+        return self._stages.abandoned
 
     @property
     def busy(self) -> bool:
@@ -129,6 +147,7 @@ class Conversation:
             speech_end_wall=speech_end_wall,
             history=self.history,
             deps=self._deps,
+            stages=self._stages,
         )
         turn.metrics.endpoint_ms = (ended.wall_time - speech_end_wall) * 1000
         self._turn = turn
@@ -143,12 +162,17 @@ class Conversation:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            log.exception("turn %d failed", turn.turn_id)
+            if isinstance(exc, StageError) and isinstance(exc.cause, StageTimeout):
+                log.error("turn %d failed: %s", turn.turn_id, exc)  # no traceback: a stall
+            else:
+                log.exception("turn %d failed", turn.turn_id)
             if self._metrics is not None:
                 self._metrics.errors.inc()
             self._deps.track.clear()
             message = str(exc) if isinstance(exc, StageError) else f"{type(exc).__name__}: {exc}"
             self._deps.emit(events.error(message, turn.turn_id))
+            if isinstance(exc, StageError):
+                self._count_failed_turn(message)
             return
         if outcome is Outcome.NO_SPEECH:
             if interruption is not None:
@@ -159,10 +183,18 @@ class Conversation:
                     )
                 )
             return
+        self._failed_turns = 0
         if self._metrics is not None:
             self._metrics.turns.inc()
             self._metrics.observe_turn(turn.metrics)
         self._deps.emit(turn.metrics.event(turn.turn_id))
+
+    def _count_failed_turn(self, message: str) -> None:
+        self._failed_turns += 1
+        limit = self._config.max_failed_turns
+        if limit > 0 and self._failed_turns >= limit and self._on_fatal is not None:
+            log.warning("%d turns failed in a row: closing the session", self._failed_turns)
+            self._on_fatal(f"{self._failed_turns} turns in a row failed; last: {message}")
 
     async def interrupt(self) -> None:
         """Barge-in: silence the agent now, then cancel the turn and cut the history to what

@@ -24,6 +24,9 @@ log = logging.getLogger(__name__)
 Message = dict[str, str]
 DeltaCallback = Callable[[str], None]
 
+TRIM_TO = 0.6
+"""Share of the context a trimmed history is cut down to."""
+
 # Chat formats whose end-of-turn marker is not the vocabulary's end-of-generation token.
 EXTRA_STOPS = ("<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>")
 
@@ -37,6 +40,9 @@ class Generation:
     queue_wait_s: float
     first_token_at: float | None
     """Wall time of the first text delta, or None when nothing was generated."""
+    dropped_messages: int = 0
+    """Oldest messages (after the system prompt) left out to fit the context: the caller
+    drops them from its history too, so that the next prompt starts with the same tokens."""
 
 
 class ChatModel:
@@ -71,15 +77,24 @@ class ChatModel:
         tokens: list[int] = self._llama.tokenize(prompt.encode(), add_bos=add_bos, special=True)
         return tokens
 
-    def fit(self, messages: list[Message]) -> list[int]:
-        """Tokens of `messages`, dropping the oldest exchanges (never the system prompt or the
-        latest user message) until the prompt and a full reply fit in the context."""
+    def fit(self, messages: list[Message]) -> tuple[list[int], int]:
+        """(tokens of `messages`, number of oldest messages dropped). When the prompt and a
+        full reply do not fit in the context, the oldest exchanges (never the system prompt
+        or the latest user message) are dropped down to TRIM_TO of the context, not just
+        below it: every trim changes the prompt's beginning, so the whole prompt must be
+        evaluated again (tens of seconds on a CPU), and trimming deep makes that rare."""
         budget = self.n_ctx - self.max_reply_tokens
-        while True:
+        tokens = self.render(messages)
+        if len(tokens) <= budget:
+            return tokens, 0
+        target = int(budget * TRIM_TO)
+        dropped = 0
+        while len(tokens) > target and len(messages) > 2:
+            count = 2 if len(messages) > 3 else 1
+            del messages[1 : 1 + count]
+            dropped += count
             tokens = self.render(messages)
-            if len(tokens) <= budget or len(messages) <= 2:
-                return tokens[-budget:] if len(tokens) > budget else tokens
-            del messages[1 : 3 if len(messages) > 3 else 2]
+        return (tokens[-budget:] if len(tokens) > budget else tokens), dropped
 
     async def generate(
         self, messages: list[Message], on_delta: DeltaCallback, max_tokens: int | None = None
@@ -105,11 +120,10 @@ class ChatModel:
                 self._executor, self._generate, messages, emit, stop, max_tokens
             )
             try:
-                text, prompt_tokens, evaluated, completion_tokens = await wait_uncancelled(
-                    future, on_cancel=stop.set
-                )
+                done = await wait_uncancelled(future, on_cancel=stop.set)
             finally:
                 stop.set()
+        text, prompt_tokens, evaluated, completion_tokens, dropped = done
         # Every delta was scheduled with call_soon_threadsafe before the worker returned, so
         # the loop ran them all before this coroutine resumed.
         return Generation(
@@ -119,6 +133,7 @@ class ChatModel:
             completion_tokens=completion_tokens,
             queue_wait_s=queue_wait,
             first_token_at=first_token_at[0] if first_token_at else None,
+            dropped_messages=dropped,
         )
 
     def _generate(
@@ -127,9 +142,9 @@ class ChatModel:
         emit: DeltaCallback,
         stop: threading.Event,
         max_tokens: int | None,
-    ) -> tuple[str, int, int, int]:
+    ) -> tuple[str, int, int, int, int]:
         llama = self._llama
-        tokens = self.fit(messages)
+        tokens, dropped = self.fit(messages)
         cached = llama.longest_token_prefix(llama._input_ids[: llama.n_tokens], tokens)
         # llama.cpp replays one token when the whole prompt is cached, to refresh logits.
         evaluated = max(len(tokens) - cached, 1)
@@ -154,7 +169,7 @@ class ChatModel:
                     emit(piece)
         finally:
             stream.close()
-        return "".join(pieces), len(tokens), evaluated, completion_tokens
+        return "".join(pieces), len(tokens), evaluated, completion_tokens, dropped
 
     async def warm_up(self) -> float:
         started = time.perf_counter()
@@ -193,3 +208,8 @@ class ChatHistory:
 
     def for_prompt(self) -> list[Message]:
         return [dict(m) for m in self.messages]
+
+    def drop_oldest(self, count: int) -> None:
+        """Forget the `count` oldest messages after the system prompt (see ChatModel.fit)."""
+        if count > 0:
+            del self.messages[1 : 1 + count]

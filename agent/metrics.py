@@ -10,6 +10,11 @@ from agent.events import TurnMetrics
 LATENCY_BUCKETS_S = (
     0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0,
 )  # fmt: skip
+# Fine below 50 ms: one audio frame is 20 ms, and load tests read p99 from these buckets.
+LOOP_LAG_BUCKETS_S = (
+    0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.025, 0.03, 0.04, 0.05, 0.075,
+    0.1, 0.15, 0.25, 0.5, 1.0, 2.5,
+)  # fmt: skip
 
 
 class Metrics:
@@ -40,6 +45,12 @@ class Metrics:
             "voice_agent_prompt_tokens_evaluated",
             "Prompt tokens evaluated per turn (not reused from the cached prefix).",
             buckets=(8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096),
+            registry=self.registry,
+        )
+        self.loop_lag_seconds = Histogram(
+            "voice_agent_event_loop_lag_seconds",
+            "How much later than asked the event loop woke a task sleeping a fixed interval.",
+            buckets=LOOP_LAG_BUCKETS_S,
             registry=self.registry,
         )
 

@@ -17,11 +17,13 @@ from agent.conversation import Conversation
 from agent.llm import ChatModel
 from agent.metrics import Metrics
 from agent.models.device import DeviceInfo, detect_device
-from agent.models.loaders import load_llama, load_piper, load_whisper
+from agent.models.loaders import load_llama, load_mms, load_piper, load_whisper
 from agent.models.resolve import ResolvedModels, models_health, resolve_models
 from agent.session import AudioSink, Session
 from agent.stt import Transcriber
 from agent.threads import run_in
+from agent.tts import Synthesizer
+from agent.tts.mms import MmsSynthesizer
 from agent.tts.piper import PiperSynthesizer
 from agent.turn import TurnDeps
 from agent.vad import SileroVad, StreamingVad, VadSettings
@@ -51,6 +53,13 @@ class Executors:
             pool.shutdown(wait=True, cancel_futures=True)
 
 
+def load_synthesizer(resolved: ResolvedModels, device: DeviceInfo) -> Synthesizer:
+    if resolved.tts == "mms":
+        model, tokenizer, torch_device = load_mms(resolved.voice, device)
+        return MmsSynthesizer(model, tokenizer, torch_device)
+    return PiperSynthesizer(load_piper(resolved.voice, device))
+
+
 class Runtime:
     def __init__(
         self,
@@ -60,7 +69,7 @@ class Runtime:
         *,
         whisper: Any,
         chat: ChatModel,
-        tts: PiperSynthesizer,
+        tts: Synthesizer,
     ) -> None:
         self.config = config
         self.resolved = resolved
@@ -69,24 +78,26 @@ class Runtime:
         self.executors = Executors.create()
         self.chat = chat
         self.tts = tts
-        self.transcriber = Transcriber(whisper, config.conversation.language, self.executors.stt)
+        self.transcriber = Transcriber(
+            whisper, config.conversation.language.whisper, self.executors.stt
+        )
         self.warmup_s: dict[str, float] = {}
 
     @classmethod
     async def load(cls, config: AppConfig) -> Runtime:
         """Resolve (fetching if allowed), load and warm up every model, off the event loop."""
-        resolved = await asyncio.to_thread(resolve_models, config.models)
+        resolved = await asyncio.to_thread(
+            resolve_models, config.models, config.conversation.language
+        )
         device = detect_device(config.models.device)
         log.info("device: %s", device.description)
-        whisper, llama, voice = await asyncio.gather(
+        whisper, llama, tts = await asyncio.gather(
             asyncio.to_thread(load_whisper, resolved.stt, device),
             asyncio.to_thread(load_llama, resolved.llm, config.models.llm_context, device),
-            asyncio.to_thread(load_piper, resolved.voice, device),
+            asyncio.to_thread(load_synthesizer, resolved, device),
         )
         chat = ChatModel(llama, max_reply_tokens=config.conversation.max_reply_tokens)
-        runtime = cls(
-            config, resolved, device, whisper=whisper, chat=chat, tts=PiperSynthesizer(voice)
-        )
+        runtime = cls(config, resolved, device, whisper=whisper, chat=chat, tts=tts)
         await runtime.warm_up()
         return runtime
 
@@ -110,20 +121,24 @@ class Runtime:
 
     def attach(self, session: Session) -> AudioSink:
         self.metrics.sessions.inc()
-        deps = TurnDeps(
+        return Conversation(
+            config=self.config.conversation,
+            vad=StreamingVad(VadSettings.from_config(self.config.conversation)),
+            vad_executor=self.executors.vad,
+            deps=self.turn_deps(session),
+            metrics=self.metrics,
+            on_fatal=session.request_close,  # too many failed turns: close the session
+        )
+
+    def turn_deps(self, session: Session) -> TurnDeps:
+        """The models and outputs one session's turns use (tests wrap them to inject faults)."""
+        return TurnDeps(
             transcriber=self.transcriber,
             chat=self.chat,
             tts=self.tts,
             tts_executor=self.executors.tts,
             track=session.output,
             emit=session.send_event,
-        )
-        return Conversation(
-            config=self.config.conversation,
-            vad=StreamingVad(VadSettings.from_config(self.config.conversation)),
-            vad_executor=self.executors.vad,
-            deps=deps,
-            metrics=self.metrics,
         )
 
     def describe(self) -> dict[str, Any]:

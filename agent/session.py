@@ -1,6 +1,7 @@
 """Session: one per peer connection. It owns the connection, drains the inbound audio into
 16 kHz blocks for its audio sink, speaks through an AgentAudioTrack, talks JSON on the
-"events" data channel, and watches the client's keepalive pings."""
+"events" data channel, and closes itself when the client's keepalive pings stop, when
+the user has been silent for the idle timeout, or at the maximum session length."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from aiortc import RTCDataChannel, RTCPeerConnection
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from agent.audio import STT_RATE, Int16Array, MonoResampler
+from agent.lifetime import Lifetime
 from agent.playout import AgentAudioTrack
 from agent.rtc import close_peer
 
@@ -43,6 +45,8 @@ class Session:
         pc: RTCPeerConnection,
         *,
         keepalive_timeout_s: float,
+        idle_timeout_s: float = 0.0,
+        max_session_s: float = 0.0,
         sink_factory: SinkFactory | None = None,
     ) -> None:
         self.id = session_id
@@ -50,9 +54,12 @@ class Session:
         self.output = AgentAudioTrack()
         self.created_at = time.time()
         self.close_reason: str | None = None
+        self.close_reconnect = True
+        """Sent with "closing": whether the client should connect again by itself."""
         self.stream_samples = 0
         """16 kHz samples received from the user so far: the session's stream clock."""
         self._keepalive_timeout_s = keepalive_timeout_s
+        self._lifetime = Lifetime(idle_timeout_s, max_session_s)
         self._sink_factory = sink_factory
         self._sink: AudioSink | None = None
         self._channel: RTCDataChannel | None = None
@@ -71,14 +78,17 @@ class Session:
     def start(self) -> None:
         """Called once the answer is set: start the keepalive watchdog and the sink."""
         self._last_ping = time.monotonic()
+        self._lifetime.start(self._last_ping)
         if self._sink_factory is not None:
             self._sink = self._sink_factory(self)
-        self._spawn(self._watch_keepalive(), "keepalive")
+        self._spawn(self._watchdog(), "watchdog")
 
-    def request_close(self, reason: str) -> None:
-        """Ask the session's supervisor to close it; safe from any callback or task."""
+    def request_close(self, reason: str, *, reconnect: bool = True) -> None:
+        """Ask the session's supervisor to close it; safe from any callback or task.
+        `reconnect=False` tells the client not to start a new session by itself."""
         if self.close_reason is None:
             self.close_reason = reason
+            self.close_reconnect = reconnect
         self._close_requested.set()
 
     async def wait_close_requested(self) -> None:
@@ -100,7 +110,9 @@ class Session:
         if self._closed.is_set():
             return
         self.request_close(self.close_reason or "closed")
-        self.send_event({"type": "closing", "reason": self.close_reason})
+        self.send_event(
+            {"type": "closing", "reason": self.close_reason, "reconnect": self.close_reconnect}
+        )
         try:
             tasks = list(self._tasks)
             for task in tasks:
@@ -176,6 +188,13 @@ class Session:
         self._message_handlers[type_] = handler
 
     def send_event(self, event: Mapping[str, Any]) -> None:
+        # Every sink reports the user's speech through here, so this one hook keeps the
+        # idle timeout honest whatever the sink, even while the channel is down.
+        kind = event.get("type")
+        if kind == "user_speech_start":
+            self._lifetime.speech_started(time.monotonic())
+        elif kind == "user_speech_end":
+            self._lifetime.speech_ended(time.monotonic())
         channel = self._channel
         if channel is None or channel.readyState != "open":
             return
@@ -204,11 +223,20 @@ class Session:
             return
         handler(event)
 
-    async def _watch_keepalive(self) -> None:
-        period = min(1.0, self._keepalive_timeout_s / 4)
+    async def _watchdog(self) -> None:
+        """Close the session when the client stops pinging, when the user has been silent
+        for the idle timeout, or when it reaches its maximum length."""
+        period = min(1.0, self._keepalive_timeout_s / 4, self._lifetime.check_period_s)
         while True:
             await asyncio.sleep(period)
-            silent_for = time.monotonic() - self._last_ping
+            now = time.monotonic()
+            silent_for = now - self._last_ping
             if silent_for > self._keepalive_timeout_s:
                 self.request_close(f"no keepalive for {silent_for:.1f} s")
+                return
+            expired = self._lifetime.expired(now)
+            if expired is not None:
+                # The client is alive but the session is over: it must not reconnect on
+                # its own, or the limits would mean nothing.
+                self.request_close(expired, reconnect=False)
                 return

@@ -20,7 +20,8 @@ class Transcript:
 
 
 class Transcriber:
-    def __init__(self, model: Any, language: str, executor: Executor) -> None:
+    def __init__(self, model: Any, language: str | None, executor: Executor) -> None:
+        """`language`: Whisper's code, or None to detect it per utterance."""
         self._model = model
         self._language = language
         self._executor = executor

@@ -1,6 +1,7 @@
 """One reply: transcribe the user's utterance, stream the LLM's answer through the chunker,
 synthesize each chunk as soon as it exists and write it to the agent's track. The whole
-turn is one task; barge-in is one cancel of it."""
+turn is one task; barge-in is one cancel of it. Each model stage runs under the session's
+stage deadline (agent/stages.py): a stage that fails or stalls fails the turn."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from agent.chunker import SpeechChunker
 from agent.events import TurnMetrics
 from agent.llm import ChatHistory, Generation, Message
 from agent.playout import AgentAudioTrack
+from agent.stages import StageRunner
 from agent.stt import Transcript
 from agent.threads import run_in
 from agent.tts import Synthesizer
@@ -56,6 +58,7 @@ class StageError(Exception):
     def __init__(self, stage: str, cause: BaseException) -> None:
         super().__init__(f"{stage} failed: {type(cause).__name__}: {cause}")
         self.stage = stage
+        self.cause = cause
 
 
 class Outcome(enum.Enum):
@@ -78,6 +81,7 @@ class ReplyTurn:
     """Wall time at which the user stopped speaking: every stage is measured from it."""
     history: ChatHistory
     deps: TurnDeps
+    stages: StageRunner
     metrics: TurnMetrics = field(default_factory=TurnMetrics)
     transcript: str | None = None
     spoken: list[SpokenChunk] = field(default_factory=list)
@@ -88,7 +92,9 @@ class ReplyTurn:
 
     async def run(self) -> Outcome:
         try:
-            result = await self.deps.transcriber.transcribe(self.audio)
+            result = await self.stages.run(
+                self.deps.transcriber.transcribe(self.audio), name=self._stage_name("stt")
+            )
         except Exception as exc:
             raise StageError("speech recognition", exc) from exc
         self.metrics.stt_done_ms = self._ms_since_speech_end()
@@ -118,8 +124,14 @@ class ReplyTurn:
 
     async def _think(self, chunks: asyncio.Queue[str | None]) -> None:
         chunker = SpeechChunker()
+        # The LLM fails only when it stops making progress: a long reply is not a stall.
+        deadline = self.stages.deadline()
+        over = False
 
         def on_delta(delta: str) -> None:
+            if over:
+                return  # a token of a generation abandoned at its deadline, still in flight
+            deadline.extend()
             self.reply_text += delta
             self.deps.emit(events.agent_text(self.turn_id, delta))
             for chunk in chunker.push(delta):
@@ -127,13 +139,20 @@ class ReplyTurn:
 
         try:
             try:
-                generation = await self.deps.chat.generate(self.history.for_prompt(), on_delta)
+                generation = await self.stages.run(
+                    self.deps.chat.generate(self.history.for_prompt(), on_delta),
+                    name=self._stage_name("llm"),
+                    deadline=deadline,
+                    waiting_for="token",
+                )
             except Exception as exc:
                 raise StageError("language model", exc) from exc
             for chunk in chunker.flush():
                 self._chunk_ready(chunks, chunk)
         finally:
+            over = True
             chunks.put_nowait(None)
+        self.history.drop_oldest(generation.dropped_messages)
         self.metrics.llm_queue_wait_ms = generation.queue_wait_s * 1000
         self.metrics.prompt_tokens = generation.prompt_tokens
         self.metrics.prompt_tokens_evaluated = generation.prompt_tokens_evaluated
@@ -150,7 +169,10 @@ class ReplyTurn:
         tts = self.deps.tts
         while (chunk := await chunks.get()) is not None:
             try:
-                pcm = await run_in(self.deps.tts_executor, tts.synthesize, chunk)
+                pcm = await self.stages.run(
+                    run_in(self.deps.tts_executor, tts.synthesize, chunk),
+                    name=self._stage_name("tts"),
+                )
             except Exception as exc:
                 raise StageError("speech synthesis", exc) from exc
             if pcm.size == 0:
@@ -159,6 +181,9 @@ class ReplyTurn:
                 self.metrics.tts_first_audio_ms = self._ms_since_speech_end()
             samples = self.deps.track.write(pcm, tts.sample_rate)
             self.spoken.append(SpokenChunk(chunk, samples))
+
+    def _stage_name(self, stage: str) -> str:
+        return f"turn-{self.turn_id}-{stage}"
 
     def _on_first_frame(self, wall: float) -> None:
         self.metrics.first_frame_sent_ms = self._ms_since_speech_end(wall)

@@ -152,6 +152,9 @@ async def launched(args: argparse.Namespace) -> AsyncIterator[None]:
         "--endpoint-ms", str(args.endpoint_ms),
         "--max-reply-tokens", str(args.max_reply_tokens),
         "--max-sessions", str(max(max(args.sessions), 8)),
+        # Every bench session comes from this one address, all at once.
+        "--max-sessions-per-ip", "0",
+        "--offer-rate", "0",
     ]  # fmt: skip
     args.out.mkdir(parents=True, exist_ok=True)
     server_log = (args.out / "server.log").open("wb")

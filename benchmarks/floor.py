@@ -9,7 +9,7 @@ Per utterance, from the end of its speech (as the bench measures it):
   llm          llama.cpp streaming, through the chunker, to the first speakable chunk, in
                one conversation across the corpus (the history grows as in a session, and
                each reply is generated in full and kept);
-  tts          Piper on that first chunk.
+  tts          the voice (Piper or MMS-TTS) on that first chunk.
 The floor is their sum.
 """
 
@@ -30,7 +30,7 @@ from agent.config import AppConfig, ConversationConfig, ModelConfig
 from agent.llm import ChatHistory, ChatModel
 from agent.runtime import Runtime
 from agent.stt import Transcriber
-from agent.tts.piper import PiperSynthesizer
+from agent.tts import Synthesizer
 from agent.vad import SpeechEnded, StreamingVad, VadSettings
 from benchmarks.corpus import Utterance
 
@@ -90,7 +90,8 @@ async def first_chunk(
             marks.setdefault("chunk", time.perf_counter())
 
     started = time.perf_counter()
-    await chat.generate(history.for_prompt(), on_delta)
+    generation = await chat.generate(history.for_prompt(), on_delta)
+    history.drop_oldest(generation.dropped_messages)
     chunks.extend(chunker.flush())
     if chunks:
         marks.setdefault("chunk", time.perf_counter())
@@ -105,7 +106,7 @@ async def measure_one(
     *,
     transcriber: Transcriber,
     chat: ChatModel,
-    tts: PiperSynthesizer,
+    tts: Synthesizer,
     conversation: ConversationConfig,
     history: ChatHistory | None = None,
 ) -> FloorResult:
@@ -125,7 +126,7 @@ async def measure_one(
     if not transcript.text.strip():
         result.status = "no_speech"
         return result
-    history = history or ChatHistory(conversation.system_prompt)
+    history = history or ChatHistory(conversation.full_system_prompt)
     history.add_user(transcript.text)
     result.llm_first_token_ms, result.llm_first_chunk_ms, chunks = await first_chunk(chat, history)
     chunk = result.first_chunk = chunks[0] if chunks else ""
@@ -158,7 +159,7 @@ async def measure(
     try:
         results = []
         for _ in range(repeats):
-            history = ChatHistory(conversation.system_prompt)
+            history = ChatHistory(conversation.full_system_prompt)
             for utterance in corpus:
                 results.append(
                     await measure_one(

@@ -20,6 +20,7 @@ from aiortc import sdp as aiortc_sdp
 
 from agent.config import ServerConfig
 from agent.session import Session, SinkFactory
+from signaling.ice import HostAddressFilter, IceFilterError
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +49,8 @@ async def read_offer(request: web.Request, max_bytes: int) -> Offer:
 def parse_offer(body: bytes) -> Offer:
     try:
         payload: Any = json.loads(body)
-    except (UnicodeDecodeError, ValueError) as exc:
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        # RecursionError: json.loads on deeply nested arrays (found by tests/test_fuzz_offers).
         raise OfferError(400, f"body is not JSON: {exc}") from None
     if not isinstance(payload, dict):
         raise OfferError(400, "body must be a JSON object with 'sdp' and 'type'")
@@ -76,6 +78,15 @@ def validate_sdp(text: str) -> None:
     others = [m.kind for m in description.media if m.kind not in ("audio", "application")]
     if others:
         raise OfferError(400, f"sdp has unsupported media sections: {', '.join(others)}")
+    # aiortc trusts mids and BUNDLE groups: a section without its own mid, or a group naming
+    # a missing one, leaves a section without a transport, and createAnswer and close() then
+    # fail with AttributeError, half-closed (found by tests/test_fuzz_offers).
+    mids = [m.rtp.muxId for m in description.media]
+    if not all(mids) or len(set(mids)) != len(mids):
+        raise OfferError(400, "every media section needs its own a=mid")
+    for group in description.group:
+        if group.semantic == "BUNDLE" and any(mid not in mids for mid in group.items):
+            raise OfferError(400, "a=group:BUNDLE names a media section that is not in the sdp")
     media = audio[0]
     if media.direction not in (None, "sendrecv", "sendonly"):
         raise OfferError(400, f"the audio section must send the microphone, not {media.direction}")
@@ -108,6 +119,8 @@ async def answer_offer(
         uuid.uuid4().hex,
         pc,
         keepalive_timeout_s=config.keepalive_timeout_s,
+        idle_timeout_s=config.idle_timeout_s,
+        max_session_s=config.max_session_s,
         sink_factory=sink_factory,
     )
     started = time.perf_counter()
@@ -115,7 +128,13 @@ async def answer_offer(
         await pc.setRemoteDescription(RTCSessionDescription(sdp=offer.sdp, type="offer"))
         pc.addTrack(session.output)
         answer = await pc.createAnswer()
+        # Every transport exists now (addTrack may add one); gathering starts below.
+        HostAddressFilter.from_config(config).apply(pc)
         await pc.setLocalDescription(answer)  # aiortc returns once gathering is complete
+    except IceFilterError as exc:
+        await session.aclose()
+        log.error("session %s: %s", session.id, exc)
+        raise OfferError(500, str(exc)) from None
     except Exception as exc:
         await session.aclose()
         raise OfferError(400, f"offer rejected: {type(exc).__name__}: {exc}") from None

@@ -28,6 +28,9 @@ if [ ! -x .venv/bin/python ]; then
 fi
 echo "== installing Python packages (llama-cpp-python compiles on first install: minutes)"
 .venv/bin/python -m pip install -q --upgrade pip
+# torch first, pinned: this version resolves to the CPU build here, where an unpinned torch
+# (pulled in by the mms extra) would fetch several GB of CUDA packages.
+.venv/bin/python -m pip install -q "torch==2.13.0"
 .venv/bin/python -m pip install -q -e ".[dev]"
 
 echo "== ruff"

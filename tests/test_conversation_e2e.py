@@ -1,6 +1,6 @@
 """The whole conversation through the real libraries: a real aiortc client speaks espeak-ng
 speech to the app running the tiny synthetic models (Silero VAD, faster-whisper, llama.cpp,
-Piper), and hears the agent answer; then talks over it."""
+Piper or MMS-TTS), and hears the agent answer; then talks over it."""
 
 from __future__ import annotations
 
@@ -24,10 +24,11 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 STAGES = TurnMetrics.STAGES
 
 
-@pytest_asyncio.fixture
-async def runtime(tiny_models: Path) -> AsyncIterator[Runtime]:
+@pytest_asyncio.fixture(params=["piper", "mms"])
+async def runtime(tiny_models: Path, request: pytest.FixtureRequest) -> AsyncIterator[Runtime]:
+    """The same conversation with each voice engine."""
     config = AppConfig(
-        models=ModelConfig(models_dir=tiny_models, profile="tiny", offline=True),
+        models=ModelConfig(models_dir=tiny_models, profile="tiny", offline=True, tts=request.param),
         # Replies of a few seconds keep the suite quick; long enough to be talked over.
         conversation=ConversationConfig(max_reply_tokens=48),
     )

@@ -68,3 +68,31 @@ async def test_concurrent_turns_take_the_model_in_turn(chat: ChatModel) -> None:
     )
     waits = sorted([first.queue_wait_s, second.queue_wait_s])
     assert waits[0] < 0.05 and waits[1] > 0.0
+
+
+async def test_long_conversation_trims_rarely_and_keeps_its_prefix(tiny_models: Path) -> None:
+    resolved = resolve_models(ModelConfig(models_dir=tiny_models, profile="tiny", offline=True))
+    chat = ChatModel(load_llama(resolved.llm, 512, detect_device("cpu")), max_reply_tokens=16)
+    try:
+        history = ChatHistory("You are a test.")
+        full_evaluations = 0
+        trims: list[int] = []
+        for turn in range(40):
+            history.add_user(f"Question number {turn}: what do you think about the weather?")
+            generation = await chat.generate(history.for_prompt(), lambda _: None)
+            history.drop_oldest(generation.dropped_messages)
+            if generation.dropped_messages:
+                trims.append(turn)
+            history.add_assistant("I think the weather is quite nice today, thank you.")
+            assert generation.prompt_tokens <= 512 - 16
+            if generation.prompt_tokens_evaluated > generation.prompt_tokens // 2:
+                full_evaluations += 1
+        # Each trim cuts deep (to TRIM_TO of the context), so the prompt's beginning, and the
+        # cached prefix with it, changes on a few turns only, not on every turn once full.
+        turns_since_full = 40 - trims[0]
+        assert len(trims) <= turns_since_full // 3, trims
+        assert full_evaluations <= len(trims) + 1, (full_evaluations, trims)
+        assert history.messages[0]["content"] == "You are a test."
+        assert len(history.messages) < 2 * 40
+    finally:
+        chat.close()

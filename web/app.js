@@ -13,6 +13,11 @@ const errorBox = $("error");
 const meter = $("meter");
 const audio = $("agent-audio");
 
+// The access token, when the server has one, comes in the page's URL (?token=SECRET) and
+// goes with every request as a bearer token. Referrer-Policy: no-referrer keeps it out of
+// Referer headers.
+const token = new URLSearchParams(window.location.search).get("token") || null;
+
 const log = new ConversationLog($("log"), $("empty"), $("clear"));
 const agentState = new AgentState((state) => {
   document.body.dataset.state = state;
@@ -95,15 +100,22 @@ function onStatus({ phase, message, retryInS, status }) {
         setConnection("reconnecting", "Reconnecting…");
       } else {
         const wait = retryInS > 0 ? `retrying in ${retryInS} s` : "retrying now";
-        setConnection("reconnecting", status === 503 ? `Server full, ${wait}` : `Reconnecting, ${wait}`);
+        const label = { 503: "Server full", 429: "Too many connections" }[status] || "Reconnecting";
+        setConnection("reconnecting", `${label}, ${wait}`);
         showError(`${message} Trying again ${retryInS > 0 ? `in ${retryInS} s` : "now"}…`);
       }
       break;
     }
     case "failed":
-      setConnection("failed", status === 400 || status === 413 ? "Refused" : "Disconnected");
+      setConnection("failed", [400, 401, 403, 413].includes(status) ? "Refused" : "Disconnected");
       showError(message);
       stopLocal();
+      break;
+    case "ended":
+      stopLocal();
+      showError(null);
+      setConnection("idle", "Not connected");
+      log.note(message);
       break;
     case "idle":
       setConnection("idle", "Not connected");
@@ -151,7 +163,7 @@ async function start() {
   } catch {
     levelMeter = null; // the meter is a nicety; the call works without it
   }
-  connection = new AgentConnection(mic, audio, { onEvent, onStatus });
+  connection = new AgentConnection(mic, audio, { onEvent, onStatus, token });
   connection.start();
 }
 

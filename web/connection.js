@@ -3,7 +3,11 @@
 // The microphone stream is owned by the caller and outlives reconnects. Events from the
 // server's "events" data channel are handed to `onEvent`; the link's life is reported
 // through `onStatus({phase, message, retryInS})` with phase one of:
-//   connecting, connected, reconnecting, failed, idle.
+//   connecting, connected, reconnecting, failed, ended (the server closed the session for
+//   good, e.g. after a long silence), idle.
+//
+// With an access token (the page's ?token=), every request carries
+// `Authorization: Bearer TOKEN`. The ICE servers (STUN/TURN) come from GET /config.
 
 const PING_INTERVAL_MS = 1000; // the server closes a session that is silent for 10 s
 const ICE_GATHER_TIMEOUT_MS = 5000;
@@ -39,15 +43,15 @@ function waitForIceGathering(pc) {
   });
 }
 
-async function postOffer(description, signal) {
+function authHeaders(token, headers = {}) {
+  return token ? { ...headers, Authorization: `Bearer ${token}` } : headers;
+}
+
+/** fetch() and its JSON body; a ServerError for anything but a 2xx answer. */
+async function requestJson(url, init) {
   let response;
   try {
-    response = await fetch("/offer", {
-      method: "POST",
-      headers: { "Content-Type": "application/json" },
-      body: JSON.stringify({ sdp: description.sdp, type: description.type }),
-      signal,
-    });
+    response = await fetch(url, init);
   } catch (err) {
     if (err.name === "AbortError") throw err;
     throw new ServerError("The server is unreachable.", { retryable: true });
@@ -58,36 +62,69 @@ async function postOffer(description, signal) {
   } catch {
     body = null;
   }
-  if (response.ok && body && body.sdp && body.session_id) return body;
-  const reason = (body && body.error) || response.statusText || `HTTP ${response.status}`;
-  if (response.status === 503) {
+  if (response.ok && body) return body;
+  throw errorFor(response, body);
+}
+
+function errorFor(response, body) {
+  const status = response.status;
+  const reason = (body && body.error) || response.statusText || `HTTP ${status}`;
+  if (status === 503 || status === 429) {
     const retryAfterS = Number.parseInt(response.headers.get("Retry-After") || "", 10);
-    throw new ServerError(`The server is full: ${reason}`, {
-      status: 503,
+    const what = status === 503 ? "The server is full" : "Too many connections from here";
+    return new ServerError(`${what}: ${reason}`, {
+      status,
       retryable: true,
       retryAfterS: Number.isFinite(retryAfterS) && retryAfterS > 0 ? retryAfterS : 5,
     });
   }
-  if (response.status === 400 || response.status === 413) {
-    throw new ServerError(`The server refused the connection: ${reason}`, { status: response.status });
+  if (status === 401) {
+    return new ServerError(
+      "This server needs an access token: open the full link you were given, the one that ends in ?token=…",
+      { status },
+    );
   }
-  throw new ServerError(`The server failed (${response.status}): ${reason}`, {
-    status: response.status,
-    retryable: response.status >= 500,
+  if (status === 403) {
+    return new ServerError(`The server refused this page: ${reason}`, { status });
+  }
+  if (status === 400 || status === 413) {
+    return new ServerError(`The server refused the connection: ${reason}`, { status });
+  }
+  return new ServerError(`The server failed (${status}): ${reason}`, {
+    status,
+    retryable: status >= 500,
   });
+}
+
+/** The STUN/TURN servers the server was configured with (none on a LAN). */
+async function fetchIceServers(token, signal) {
+  const body = await requestJson("/config", { headers: authHeaders(token), cache: "no-store", signal });
+  return Array.isArray(body.iceServers) ? body.iceServers : [];
+}
+
+async function postOffer(description, token, signal) {
+  const body = await requestJson("/offer", {
+    method: "POST",
+    headers: authHeaders(token, { "Content-Type": "application/json" }),
+    body: JSON.stringify({ sdp: description.sdp, type: description.type }),
+    signal,
+  });
+  if (body.sdp && body.session_id) return body;
+  throw new ServerError("The server sent an answer without a session.", { retryable: true });
 }
 
 export class AgentConnection {
   /**
    * @param {MediaStream} micStream  the user's microphone
    * @param {HTMLAudioElement} audioElement  plays the agent through the WebRTC track
-   * @param {{onEvent: (e: object) => void, onStatus: (s: object) => void}} handlers
+   * @param {{onEvent: (e: object) => void, onStatus: (s: object) => void, token?: string|null}} handlers
    */
-  constructor(micStream, audioElement, { onEvent, onStatus }) {
+  constructor(micStream, audioElement, { onEvent, onStatus, token = null }) {
     this.mic = micStream;
     this.audio = audioElement;
     this.onEvent = onEvent;
     this.onStatus = onStatus;
+    this.token = token;
     this.pc = null;
     this.channel = null;
     this.sessionId = null;
@@ -116,7 +153,10 @@ export class AgentConnection {
     this.sessionId = null;
     if (id) {
       try {
-        await fetch(`/sessions/${encodeURIComponent(id)}`, { method: "DELETE" });
+        await fetch(`/sessions/${encodeURIComponent(id)}`, {
+          method: "DELETE",
+          headers: authHeaders(this.token),
+        });
       } catch {
         // The server may be gone already; closing the peer below is what matters then.
       }
@@ -129,8 +169,11 @@ export class AgentConnection {
   hangUpOnUnload() {
     this.stopped = true;
     if (this.sessionId) {
-      fetch(`/sessions/${encodeURIComponent(this.sessionId)}`, { method: "DELETE", keepalive: true })
-        .catch(() => {});
+      fetch(`/sessions/${encodeURIComponent(this.sessionId)}`, {
+        method: "DELETE",
+        headers: authHeaders(this.token),
+        keepalive: true,
+      }).catch(() => {});
     }
     this.#closePeer();
   }
@@ -153,8 +196,18 @@ export class AgentConnection {
     this.#closePeer();
     const reconnecting = this.attempt > 0;
     this.onStatus({ phase: reconnecting ? "reconnecting" : "connecting", message: null });
-    this.abort = new AbortController();
-    const pc = new RTCPeerConnection({ iceServers: [] });
+    const abort = new AbortController();
+    this.abort = abort;
+    let iceServers;
+    try {
+      iceServers = await fetchIceServers(this.token, abort.signal);
+    } catch (err) {
+      if (abort !== this.abort || this.stopped || err.name === "AbortError") return;
+      this.#fail(err);
+      return;
+    }
+    if (abort !== this.abort || this.stopped) return;
+    const pc = new RTCPeerConnection({ iceServers });
     this.pc = pc;
     try {
       const channel = pc.createDataChannel("events");
@@ -168,7 +221,7 @@ export class AgentConnection {
       await pc.setLocalDescription(await pc.createOffer());
       await waitForIceGathering(pc);
       if (pc !== this.pc) return;
-      const answer = await postOffer(pc.localDescription, this.abort.signal);
+      const answer = await postOffer(pc.localDescription, this.token, abort.signal);
       if (pc !== this.pc) return;
       this.sessionId = answer.session_id;
       await pc.setRemoteDescription({ type: answer.type, sdp: answer.sdp });
@@ -201,7 +254,9 @@ export class AgentConnection {
       }
       if (!event || typeof event.type !== "string" || event.type === "pong") return;
       if (event.type === "closing") {
-        if (pc === this.pc && !this.stopped) this.#lost(`The server ended the session (${event.reason}).`);
+        if (pc !== this.pc || this.stopped) return;
+        if (event.reconnect === false) this.#ended(`The agent ended the call: ${event.reason}.`);
+        else this.#lost(`The server ended the session (${event.reason}).`);
         return;
       }
       this.onEvent(event);
@@ -224,6 +279,15 @@ export class AgentConnection {
         }
       }, DISCONNECTED_GRACE_MS);
     }
+  }
+
+  /** The server closed the session for good (idle, maximum length): do not reconnect. */
+  #ended(message) {
+    this.stopped = true;
+    this.sessionId = null;
+    this.#clearTimers();
+    this.#closePeer();
+    this.onStatus({ phase: "ended", message });
   }
 
   /** A session that was up went away: forget it and try again. */

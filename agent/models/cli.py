@@ -10,8 +10,16 @@ from pathlib import Path
 from typing import Any
 
 from agent.config import add_models_dir_argument
+from agent.languages import Language, parse_language
 from agent.models import ModelError
-from agent.models.registry import PROFILES, all_entries, get_profile, profiles_using
+from agent.models.registry import (
+    PROFILES,
+    ModelEntry,
+    all_entries,
+    get_profile,
+    mms_entry,
+    profiles_using,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +45,7 @@ def register(subparsers: Any) -> None:
         formatter_class=_FORMATTER,
     )
     pull.add_argument("--profile", choices=("cpu", "gpu"), default="cpu")
+    _add_language_arguments(pull)
     add_models_dir_argument(pull)
     pull.add_argument("--quiet", action="store_true", help="no progress bars")
     pull.set_defaults(func=cmd_pull)
@@ -62,6 +71,7 @@ def register(subparsers: Any) -> None:
         formatter_class=_FORMATTER,
     )
     synth.add_argument("--profile", choices=tuple(PROFILES), default="tiny")
+    _add_language_arguments(synth, synth_help=True)
     synth.add_argument(
         "--out",
         type=Path,
@@ -71,6 +81,30 @@ def register(subparsers: Any) -> None:
     add_models_dir_argument(synth)
     synth.add_argument("--force", action="store_true", help="rebuild models already there")
     synth.set_defaults(func=cmd_synth)
+
+
+def _add_language_arguments(parser: argparse.ArgumentParser, *, synth_help: bool = False) -> None:
+    parser.add_argument(
+        "--language",
+        default="en",
+        help="the conversation's language: picks multilingual Whisper and, with MMS, the "
+        "voice facebook/mms-tts-<ISO 639-3>",
+    )
+    parser.add_argument(
+        "--tts",
+        choices=("auto", "piper", "mms"),
+        default="auto",
+        help=(
+            "voices to write: auto is Piper and the tiny MMS voice for --profile tiny (MMS "
+            "needs the 'mms' extra), Piper for English otherwise, MMS for other languages"
+            if synth_help
+            else "voice engine: auto is Piper for English, MMS-TTS for other languages"
+        ),
+    )
+
+
+def _language(args: argparse.Namespace) -> Language:
+    return parse_language(args.language)
 
 
 def _print_help(parser: argparse.ArgumentParser) -> int:
@@ -88,8 +122,15 @@ def cmd_pull(args: argparse.Namespace) -> int:
 
     _setup_logging()
     try:
-        paths = pull_profile(get_profile(args.profile), Path(args.models), progress=not args.quiet)
-    except ModelError as exc:
+        language = _language(args)
+        paths = pull_profile(
+            get_profile(args.profile),
+            Path(args.models),
+            language=language,
+            engine=None if args.tts == "auto" else args.tts,
+            progress=not args.quiet,
+        )
+    except (ModelError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     for path in paths:
@@ -123,7 +164,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     models_dir = Path(args.models)
     print(f"models directory: {models_dir}")
     rows = [("MODEL", "KIND", "PROFILES", "STATE", "SIZE", "SOURCE")]
-    for entry in all_entries():
+    for entry in all_entries() + _mms_entries_in(models_dir):
         manifest = read_manifest(entry, models_dir)
         present = is_usable(entry, models_dir)
         if not present:
@@ -146,19 +187,37 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _mms_entries_in(models_dir: Path) -> list[ModelEntry]:
+    """MMS voices are made per language: list those in the directory."""
+    if not models_dir.is_dir():
+        return []
+    prefix = "mms-tts-"
+    return [
+        mms_entry(path.name.removeprefix(prefix))
+        for path in sorted(models_dir.glob(prefix + "*"))
+        if path.is_dir()
+    ]
+
+
 def cmd_synth(args: argparse.Namespace) -> int:
-    from agent.models.synth import synthesize
+    from agent.models.synth import synthesize, voices_to_write
 
     _setup_logging()
     out = Path(getattr(args, "out", None) or args.models)
     started = time.perf_counter()
     try:
-        synthesize(args.profile, out, force=args.force)
-    except (RuntimeError, ModelError) as exc:
+        language = _language(args)
+        engines = voices_to_write(args.profile, language, args.tts)
+        synthesize(args.profile, out, force=args.force, language=language, tts=args.tts)
+    except (RuntimeError, ModelError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    print(
-        f"synthetic {args.profile} models in {out} ({time.perf_counter() - started:.1f} s); "
-        f"run: voice-agent serve --models {out} --profile {args.profile} --offline"
-    )
+    serve = f"voice-agent serve --models {out} --profile {args.profile} --offline"
+    if not language.is_english:
+        serve += f" --language {args.language}"
+    hint = ""
+    if language.is_english and "mms" in engines:
+        hint = " (add --tts mms for the MMS voice)" if "piper" in engines else " --tts mms"
+    elapsed = time.perf_counter() - started
+    print(f"synthetic {args.profile} models in {out} ({elapsed:.1f} s); run: {serve}{hint}")
     return 0

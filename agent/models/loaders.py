@@ -12,15 +12,15 @@ import functools
 import json
 import logging
 import os
-import struct
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, BinaryIO, TypeVar
+from typing import Any, TypeVar
 
 from agent.models import ModelError
 from agent.models.device import DeviceInfo
+from agent.models.files import read_gguf_header, read_json, require_file
 from agent.vad import SileroVad, silero_model_path
 
 logger = logging.getLogger(__name__)
@@ -94,120 +94,6 @@ def _timed(what: str, path: Path, where: str, build: Callable[[], T]) -> T:
     return value
 
 
-def _require_file(path: Path, what: str) -> None:
-    if not path.exists():
-        raise ModelError(f"{what} not found: {path}")
-    if not path.is_file():
-        raise ModelError(f"{what} is not a file: {path}")
-    if path.stat().st_size == 0:
-        raise ModelError(f"{what} is empty: {path}")
-
-
-def _read_json(path: Path, what: str) -> dict[str, Any]:
-    _require_file(path, what)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ModelError(f"{what} is not valid JSON (truncated?): {path}: {exc}") from exc
-    if not isinstance(data, dict):
-        raise ModelError(f"{what} is not a JSON object: {path}")
-    return data
-
-
-# --- GGUF header (read here so that loading needs no `gguf` package) ---------------------
-
-# ggml type id -> (bytes per block, elements per block)
-_GGML_SIZES = {
-    0: (4, 1), 1: (2, 1), 2: (18, 32), 3: (20, 32), 6: (22, 32), 7: (24, 32), 8: (34, 32),
-    9: (36, 32), 10: (84, 256), 11: (110, 256), 12: (144, 256), 13: (176, 256),
-    14: (210, 256), 15: (292, 256), 24: (1, 1), 25: (2, 1), 26: (4, 1), 27: (8, 1),
-    28: (8, 1), 30: (2, 1),
-}  # fmt: skip
-_SCALARS = {
-    0: "B",
-    1: "b",
-    2: "H",
-    3: "h",
-    4: "I",
-    5: "i",
-    6: "f",
-    7: "?",
-    10: "Q",
-    11: "q",
-    12: "d",
-}
-
-
-class _Reader:
-    def __init__(self, f: BinaryIO) -> None:
-        self.f = f
-
-    def take(self, n: int) -> bytes:
-        data = self.f.read(n)
-        if len(data) != n:
-            raise EOFError
-        return data
-
-    def unpack(self, fmt: str) -> Any:
-        return struct.unpack("<" + fmt, self.take(struct.calcsize(fmt)))[0]
-
-    def string(self) -> str:
-        return self.take(self.unpack("Q")).decode("utf-8", "replace")
-
-    def value(self, vtype: int) -> Any:
-        if vtype == 8:
-            return self.string()
-        if vtype == 9:
-            item_type, count = self.unpack("I"), self.unpack("Q")
-            if item_type in _SCALARS:
-                self.take(struct.calcsize(_SCALARS[item_type]) * count)
-                return None
-            items = [self.value(item_type) for _ in range(count)]
-            return items if count <= 64 else None
-        if vtype in _SCALARS:
-            return self.unpack(_SCALARS[vtype])
-        raise ValueError(f"unknown GGUF value type {vtype}")
-
-
-def read_gguf_header(path: Path) -> dict[str, Any]:
-    """Metadata scalars/strings of a GGUF file; raises ModelError if it is not a whole GGUF."""
-    _require_file(path, "LLM model file")
-    size = path.stat().st_size
-    try:
-        with path.open("rb") as f:
-            r = _Reader(f)
-            if r.take(4) != b"GGUF":
-                raise ModelError(f"not a GGUF file (wrong format): {path}")
-            version = r.unpack("I")
-            if version not in (2, 3):
-                raise ModelError(f"unsupported GGUF version {version}: {path}")
-            n_tensors, n_kv = r.unpack("Q"), r.unpack("Q")
-            meta: dict[str, Any] = {}
-            for _ in range(n_kv):
-                key = r.string()
-                meta[key] = r.value(r.unpack("I"))
-            end = 0
-            for _ in range(n_tensors):
-                r.string()
-                dims = [r.unpack("Q") for _ in range(r.unpack("I"))]
-                ttype, offset = r.unpack("I"), r.unpack("Q")
-                block_bytes, block_elems = _GGML_SIZES.get(ttype, (0, 1))
-                n = 1
-                for dim in dims:
-                    n *= dim
-                end = max(end, offset + n * block_bytes // block_elems)
-            alignment = int(meta.get("general.alignment", 32))
-            data_start = -(-f.tell() // alignment) * alignment
-    except (EOFError, ValueError, UnicodeDecodeError, struct.error) as exc:
-        raise ModelError(f"GGUF header is truncated or corrupt: {path}") from exc
-    if size < data_start + end:
-        raise ModelError(
-            f"GGUF file is truncated ({size} of {data_start + end} bytes; "
-            f"download it again): {path}"
-        )
-    return meta
-
-
 # --- synthetic markers -------------------------------------------------------------------
 
 
@@ -245,11 +131,11 @@ def check_whisper_dir(path: Path) -> None:
             f"Whisper model must be a CTranslate2 directory (model.bin, config.json, "
             f"tokenizer.json), not a file: {path}"
         )
-    _require_file(path / "model.bin", "Whisper model file")
-    _read_json(path / "config.json", "Whisper config")
-    _require_file(path / "tokenizer.json", "Whisper tokenizer")
+    require_file(path / "model.bin", "Whisper model file")
+    read_json(path / "config.json", "Whisper config")
+    require_file(path / "tokenizer.json", "Whisper tokenizer")
     if (path / "preprocessor_config.json").exists():
-        _read_json(path / "preprocessor_config.json", "Whisper preprocessor config")
+        read_json(path / "preprocessor_config.json", "Whisper preprocessor config")
 
 
 def load_whisper(path: Path, device: DeviceInfo) -> Any:
@@ -314,9 +200,9 @@ def load_llama(path: Path, n_ctx: int, device: DeviceInfo, n_threads: int | None
 def load_piper(path: Path, device: DeviceInfo) -> Any:
     """A `piper.PiperVoice`, on onnxruntime's CUDA provider when it is installed."""
     path = Path(path).resolve()
-    _require_file(path, "Piper voice model")
+    require_file(path, "Piper voice model")
     config_path = Path(f"{path}.json")
-    config = _read_json(config_path, "Piper voice config")
+    config = read_json(config_path, "Piper voice config")
     for field in ("audio", "espeak", "phoneme_id_map", "num_symbols"):
         if field not in config:
             raise ModelError(f"Piper voice config lacks {field!r} (wrong format?): {config_path}")
@@ -341,6 +227,63 @@ def load_piper(path: Path, device: DeviceInfo) -> Any:
     return _once(key, lambda: _timed("Piper voice", path, where, build))
 
 
+MMS_EXTRA_HINT = 'pip install torch==2.13.0 "voice-agent[mms]"'
+
+
+def check_mms_dir(path: Path) -> dict[str, Any]:
+    """An MMS-TTS model directory as the hub lays it out; returns its config."""
+    if not path.exists():
+        raise ModelError(f"MMS-TTS model directory not found: {path}")
+    if not path.is_dir():
+        raise ModelError(
+            f"MMS-TTS model must be a directory (config.json, model.safetensors, vocab.json), "
+            f"not a file: {path}"
+        )
+    config = read_json(path / "config.json", "MMS-TTS config")
+    if config.get("model_type") != "vits":
+        raise ModelError(f"not an MMS-TTS (VITS) model: {path / 'config.json'}")
+    read_json(path / "vocab.json", "MMS-TTS vocabulary")
+    weights = [path / name for name in ("model.safetensors", "pytorch_model.bin")]
+    if not any(w.exists() for w in weights):
+        raise ModelError(f"MMS-TTS weights (model.safetensors) not found in {path}")
+    require_file(next(w for w in weights if w.exists()), "MMS-TTS weights")
+    return config
+
+
+def load_mms(path: Path, device: DeviceInfo) -> tuple[Any, Any, str]:
+    """(transformers `VitsModel` in eval mode, its `VitsTokenizer`, torch device), on the
+    GPU when there is one. Raises ModelError naming the extra when torch or transformers is
+    missing."""
+    path = Path(path).resolve()
+    check_mms_dir(path)
+    try:
+        import torch
+        from transformers import VitsModel, VitsTokenizer
+    except ImportError as exc:
+        raise ModelError(
+            f"--tts mms needs torch and transformers ({exc.name} is missing): {MMS_EXTRA_HINT}"
+        ) from exc
+    torch_device = "cuda" if device.stt_device == "cuda" and torch.cuda.is_available() else "cpu"
+
+    def build() -> tuple[Any, Any, str]:
+        if torch_device == "cpu":
+            # torch's pool is process-wide; leave a core to the LLM that streams meanwhile.
+            torch.set_num_threads(shared_threads())
+        try:
+            tokenizer = VitsTokenizer.from_pretrained(str(path), local_files_only=True)
+            model = VitsModel.from_pretrained(str(path), local_files_only=True)  # type: ignore[arg-type]
+        except Exception as exc:
+            raise ModelError(
+                f"cannot load MMS-TTS model {path} (truncated or wrong format?): {exc}"
+            ) from exc
+        model = model.to(torch_device)  # type: ignore[arg-type]
+        model.eval()
+        return model, tokenizer, torch_device
+
+    key = ("mms", str(path), torch_device)
+    return _once(key, lambda: _timed("MMS-TTS voice", path, torch_device, build))
+
+
 def _ort_options() -> Any:
     import onnxruntime
 
@@ -359,7 +302,7 @@ def load_vad_model() -> SileroVad:
     a different `libggml-base.so.0`. The ONNX session is loaded once per process.
     """
     path = silero_model_path()
-    _require_file(path, "Silero VAD model")
+    require_file(path, "Silero VAD model")
     started = time.perf_counter()
     try:
         detector = SileroVad()

@@ -18,8 +18,16 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from agent.languages import ENGLISH, Language
 from agent.models import ModelError
-from agent.models.registry import ModelEntry, Profile
+from agent.models.registry import (
+    KINDS,
+    ModelEntry,
+    Profile,
+    TtsEngine,
+    entry_for,
+    tts_engine,
+)
 from agent.models.synth import MANIFEST, entry_path
 
 logger = logging.getLogger(__name__)
@@ -55,12 +63,25 @@ def hub_reachable(timeout: float = NETWORK_CHECK_TIMEOUT_S, repo: str | None = N
     return bool(result and result[0])
 
 
-def pull_command(profile: str, models_dir: Path) -> str:
-    return f"voice-agent models pull --profile {profile} --models {shlex.quote(str(models_dir))}"
+def pull_command(
+    profile: str, models_dir: Path, engine: TtsEngine = "piper", language: Language = ENGLISH
+) -> str:
+    extra = ""
+    if not language.is_english:
+        extra += f" --language {language.whisper or language.iso3}"
+    if engine != tts_engine("auto", language):
+        extra += f" --tts {engine}"
+    return (
+        f"voice-agent models pull --profile {profile}{extra} "
+        f"--models {shlex.quote(str(models_dir))}"
+    )
 
 
-def synth_command(profile: str, models_dir: Path) -> str:
-    return f"voice-agent models synth --profile {profile} --out {shlex.quote(str(models_dir))}"
+def synth_command(profile: str, models_dir: Path, engine: TtsEngine = "piper") -> str:
+    extra = " --tts mms" if engine == "mms" else ""
+    return (
+        f"voice-agent models synth --profile {profile}{extra} --out {shlex.quote(str(models_dir))}"
+    )
 
 
 def unreachable_message(profile: str, models_dir: Path, missing: list[ModelEntry]) -> str:
@@ -177,19 +198,33 @@ def pull_entries(
     return [pull_entry(e, models_dir, progress=progress, profile=profile) for e in entries]
 
 
-def pull_profile(profile: Profile, models_dir: Path, *, progress: bool = True) -> list[Path]:
+def pull_profile(
+    profile: Profile,
+    models_dir: Path,
+    *,
+    language: Language = ENGLISH,
+    engine: TtsEngine | None = None,
+    progress: bool = True,
+) -> list[Path]:
+    """Fetch the profile's models for a language and voice engine (default: Piper for
+    English, MMS-TTS otherwise)."""
+    engine = engine or tts_engine("auto", language)
     if profile.synthetic_only:
         raise ModelError(
             f"profile {profile.name!r} exists only as synthetic models: "
-            f"{synth_command(profile.name, models_dir)}"
+            f"{synth_command(profile.name, models_dir, engine)}"
         )
+    try:
+        entries = [entry_for(profile, kind, language, engine) for kind in KINDS]
+    except ValueError as exc:
+        raise ModelError(str(exc)) from exc
     missing = [
         e
-        for e in profile.entries
+        for e in entries
         if not is_present(e, models_dir) or read_manifest(e, models_dir).get("synthetic")
     ]
-    for entry in profile.entries:
+    for entry in entries:
         if entry not in missing:
             logger.info("%s: already present", entry.name)
     pull_entries(missing, models_dir, profile.name, progress=progress)
-    return [entry_path(models_dir, e) for e in profile.entries]
+    return [entry_path(models_dir, e) for e in entries]

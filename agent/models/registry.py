@@ -17,9 +17,13 @@ bars and a sanity check, never a hard failure.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
+from agent.languages import Language
+
 Kind = Literal["stt", "llm", "voice"]
+TtsEngine = Literal["piper", "mms"]
 KINDS: tuple[Kind, ...] = ("stt", "llm", "voice")
 PROFILE_NAMES = ("tiny", "cpu", "gpu")
 
@@ -67,7 +71,19 @@ class PiperShape:
     upsampling (8, 8, 4) from 256 channels; `tiny` is a hand-made ONNX graph."""
 
 
-Shape = WhisperShape | LlamaShape | PiperShape
+@dataclass(frozen=True)
+class MmsShape:
+    """An MMS-TTS VITS (transformers' VitsModel). `full` is facebook/mms-tts-eng's
+    architecture (transformers' VitsConfig defaults: hidden 192, 6 text-encoder layers,
+    HiFi-GAN upsampling (8, 8, 2, 2) from 512 channels, 16 kHz); `tiny` is a few hundred
+    kB for tests."""
+
+    vocab_size: int
+    sample_rate: int
+    quality: str
+
+
+Shape = WhisperShape | LlamaShape | PiperShape | MmsShape
 
 
 @dataclass(frozen=True)
@@ -106,6 +122,11 @@ class Profile:
     llm: ModelEntry
     voice: ModelEntry
     synthetic_only: bool = False
+    stt_multilingual: ModelEntry | None = None
+    """Whisper for languages other than English (`None`: `stt` is multilingual already)."""
+    mms: ModelEntry | None = None
+    """The MMS voice when it exists only as a synthetic model (tiny); otherwise MMS
+    entries are made per language by `mms_entry`."""
 
     def entry(self, kind: Kind) -> ModelEntry:
         entry: ModelEntry = getattr(self, kind)
@@ -225,6 +246,82 @@ PIPER_LESSAC_MEDIUM = ModelEntry(
     shape=PiperShape(sample_rate=22050, num_symbols=256, quality="medium"),
 )
 
+WHISPER_BASE = ModelEntry(
+    name="faster-whisper-base",
+    kind="stt",
+    title="Whisper base, multilingual (CTranslate2, float16)",
+    repo="Systran/faster-whisper-base",
+    revision="main",
+    files=(
+        ModelFile("model.bin", 145_217_532),
+        ModelFile("config.json", 2_300),
+        ModelFile("tokenizer.json", 2_203_239),
+        ModelFile("vocabulary.txt", 459_861),
+    ),
+    main="",
+    license="MIT",
+    shape=WhisperShape(
+        d_model=512,
+        encoder_layers=6,
+        decoder_layers=6,
+        heads=8,
+        ffn=2048,
+        n_mels=80,
+        vocab_size=51865,
+    ),
+)
+
+WHISPER_SMALL = ModelEntry(
+    name="faster-whisper-small",
+    kind="stt",
+    title="Whisper small, multilingual (CTranslate2, float16)",
+    repo="Systran/faster-whisper-small",
+    revision="main",
+    files=(
+        ModelFile("model.bin", 483_546_902),
+        ModelFile("config.json", 2_300),
+        ModelFile("tokenizer.json", 2_203_239),
+        ModelFile("vocabulary.txt", 459_861),
+    ),
+    main="",
+    license="MIT",
+    shape=WhisperShape(
+        d_model=768,
+        encoder_layers=12,
+        decoder_layers=12,
+        heads=12,
+        ffn=3072,
+        n_mels=80,
+        vocab_size=51865,
+    ),
+)
+
+MMS_FILES = (
+    ModelFile("config.json", 1_640),
+    ModelFile("model.safetensors", 145_000_000),
+    ModelFile("special_tokens_map.json", 50),
+    ModelFile("tokenizer_config.json", 290),
+    ModelFile("vocab.json", 600),
+)
+MMS_ENGLISH_SHAPE = MmsShape(vocab_size=38, sample_rate=16_000, quality="full")
+
+
+def mms_entry(iso3: str) -> ModelEntry:
+    """facebook/mms-tts-<iso3>: every MMS-TTS voice has the same files and architecture
+    (only the vocabulary differs)."""
+    return ModelEntry(
+        name=f"mms-tts-{iso3}",
+        kind="voice",
+        title=f"MMS-TTS {iso3} (VITS, 16 kHz)",
+        repo=f"facebook/mms-tts-{iso3}",
+        revision="main",
+        files=MMS_FILES,
+        main="",
+        license="CC-BY-NC 4.0 (non-commercial use only)",
+        shape=MMS_ENGLISH_SHAPE,
+    )
+
+
 TINY_WHISPER = ModelEntry(
     name="tiny-whisper",
     kind="stt",
@@ -281,6 +378,18 @@ TINY_VOICE = ModelEntry(
     shape=PiperShape(sample_rate=22050, num_symbols=256, quality="tiny"),
 )
 
+TINY_MMS = ModelEntry(
+    name="tiny-mms",
+    kind="voice",
+    title="synthetic tiny MMS-TTS voice (transformers VITS)",
+    repo=None,
+    revision="synthetic",
+    files=(),
+    main="",
+    license="MIT (synthetic, random weights)",
+    shape=MmsShape(vocab_size=30, sample_rate=16_000, quality="tiny"),
+)
+
 PROFILES: dict[str, Profile] = {
     "tiny": Profile(
         "tiny",
@@ -289,6 +398,7 @@ PROFILES: dict[str, Profile] = {
         TINY_LLAMA,
         TINY_VOICE,
         synthetic_only=True,
+        mms=TINY_MMS,
     ),
     "cpu": Profile(
         "cpu",
@@ -296,6 +406,7 @@ PROFILES: dict[str, Profile] = {
         WHISPER_BASE_EN,
         LLAMA_1B,
         PIPER_LESSAC_MEDIUM,
+        stt_multilingual=WHISPER_BASE,
     ),
     "gpu": Profile(
         "gpu",
@@ -303,6 +414,7 @@ PROFILES: dict[str, Profile] = {
         WHISPER_SMALL_EN,
         LLAMA_3B,
         PIPER_LESSAC_MEDIUM,
+        stt_multilingual=WHISPER_SMALL,
     ),
 }
 
@@ -315,14 +427,53 @@ def get_profile(name: str) -> Profile:
         raise ValueError(f"unknown model profile {name!r} (known: {known})") from None
 
 
+def tts_engine(tts: str, language: Language, voice: Path | None = None) -> TtsEngine:
+    """`--tts auto` is Piper for English and MMS-TTS for other languages; a `--voice`
+    directory is an MMS model, a `.onnx` file a Piper voice."""
+    if tts in ("piper", "mms"):
+        return "piper" if tts == "piper" else "mms"
+    if voice is not None:
+        return "mms" if voice.is_dir() else "piper"
+    return "piper" if language.is_english else "mms"
+
+
+def entry_for(profile: Profile, kind: Kind, language: Language, engine: TtsEngine) -> ModelEntry:
+    """The profile's model of `kind` for this language and voice engine.
+
+    Raises ValueError when the registry has none (Piper voices here speak English)."""
+    if kind == "stt":
+        if language.is_english or profile.stt_multilingual is None:
+            return profile.stt
+        return profile.stt_multilingual
+    if kind == "voice":
+        if engine == "mms":
+            return profile.mms or mms_entry(language.iso3)
+        if not language.is_english:
+            raise ValueError(
+                f"the registry's Piper voice speaks English; for "
+                f"{language.name or language.iso3} give --voice PATH to a Piper voice of "
+                f"that language (rhasspy/piper-voices), or use --tts mms"
+            )
+    return profile.entry(kind)
+
+
 def all_entries() -> list[ModelEntry]:
-    """Every distinct entry, in profile order."""
+    """Every distinct registry entry, in profile order (English first, then the
+    multilingual Whisper models and the synthetic MMS voice)."""
     seen: dict[str, ModelEntry] = {}
     for profile in PROFILES.values():
         for entry in profile.entries:
             seen.setdefault(entry.name, entry)
+    for profile in PROFILES.values():
+        for extra in (profile.stt_multilingual, profile.mms):
+            if extra is not None:
+                seen.setdefault(extra.name, extra)
     return list(seen.values())
 
 
 def profiles_using(entry: ModelEntry) -> list[str]:
-    return [p.name for p in PROFILES.values() if entry in p.entries]
+    return [
+        p.name
+        for p in PROFILES.values()
+        if entry in p.entries or entry in (p.stt_multilingual, p.mms)
+    ]

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agent.config import ModelConfig
+from agent.languages import ENGLISH, Language
 from agent.models import ModelError
 from agent.models.device import DeviceInfo, auto_profile
 from agent.models.loaders import is_synthetic
@@ -18,7 +19,15 @@ from agent.models.pull import (
     read_manifest,
     synth_command,
 )
-from agent.models.registry import KINDS, Kind, ModelEntry, get_profile
+from agent.models.registry import (
+    KINDS,
+    Kind,
+    ModelEntry,
+    TtsEngine,
+    entry_for,
+    get_profile,
+    tts_engine,
+)
 from agent.models.synth import entry_path
 
 logger = logging.getLogger(__name__)
@@ -34,7 +43,8 @@ class ResolvedModels:
     llm: Path
     """GGUF file."""
     voice: Path
-    """Piper `.onnx` (its `.onnx.json` beside it)."""
+    """Piper `.onnx` (its `.onnx.json` beside it), or an MMS-TTS model directory."""
+    tts: TtsEngine = "piper"
 
     def path(self, kind: Kind) -> Path:
         value: Path = getattr(self, kind)
@@ -54,8 +64,9 @@ def is_usable(entry: ModelEntry, models_dir: Path) -> bool:
     )
 
 
-def resolve_models(config: ModelConfig) -> ResolvedModels:
-    """Paths of the three models, fetching the profile's missing ones unless offline.
+def resolve_models(config: ModelConfig, language: Language = ENGLISH) -> ResolvedModels:
+    """Paths of the three models for the conversation's language, fetching the profile's
+    missing ones unless offline.
 
     Raises ModelError with a message for the user (what is missing, the command to run).
     """
@@ -69,6 +80,7 @@ def resolve_models(config: ModelConfig) -> ResolvedModels:
     except ValueError as exc:
         raise ModelError(str(exc)) from exc
     models_dir = Path(config.models_dir).expanduser()
+    engine = tts_engine(config.tts, language, config.voice)
 
     paths: dict[Kind, Path] = {}
     missing: list[ModelEntry] = []
@@ -80,7 +92,10 @@ def resolve_models(config: ModelConfig) -> ResolvedModels:
                 raise ModelError(f"{_FLAGS[kind]} {path}: not found")
             paths[kind] = path
             continue
-        entry = profile.entry(kind)
+        try:
+            entry = entry_for(profile, kind, language, engine)
+        except ValueError as exc:
+            raise ModelError(str(exc)) from exc
         paths[kind] = entry_path(models_dir, entry)
         if not is_usable(entry, models_dir):
             missing.append(entry)
@@ -90,13 +105,14 @@ def resolve_models(config: ModelConfig) -> ResolvedModels:
         if profile.synthetic_only:
             raise ModelError(
                 f"profile {profile.name!r} exists only as synthetic models, and {models_dir} "
-                f"lacks:\n{names}\nBuild them with: {synth_command(profile.name, models_dir)}"
+                f"lacks:\n{names}\nBuild them with: "
+                f"{synth_command(profile.name, models_dir, engine)}"
             )
         if config.offline:
             raise ModelError(
                 f"--offline and models of profile {profile.name!r} are missing in "
                 f"{models_dir}:\n{names}\nFetch them with: "
-                f"{pull_command(profile.name, models_dir)}\n"
+                f"{pull_command(profile.name, models_dir, engine, language)}\n"
                 f"(or give paths with --stt/--llm/--voice, or build synthetic ones with "
                 f"{synth_command(profile.name, models_dir)})"
             )
@@ -109,7 +125,11 @@ def resolve_models(config: ModelConfig) -> ResolvedModels:
         pull_entries(missing, models_dir, profile.name)
 
     resolved = ResolvedModels(
-        profile=profile.name, stt=paths["stt"], llm=paths["llm"], voice=paths["voice"]
+        profile=profile.name,
+        stt=paths["stt"],
+        llm=paths["llm"],
+        voice=paths["voice"],
+        tts=engine,
     )
     for synthetic in resolved.synthetic_kinds():
         logger.warning(
@@ -128,7 +148,11 @@ def models_health(resolved: ResolvedModels, device: DeviceInfo) -> dict[str, obj
         "device": device.as_dict(),
         "stt": {"path": str(resolved.stt), "synthetic": "stt" in synthetic},
         "llm": {"path": str(resolved.llm), "synthetic": "llm" in synthetic},
-        "voice": {"path": str(resolved.voice), "synthetic": "voice" in synthetic},
+        "voice": {
+            "path": str(resolved.voice),
+            "engine": resolved.tts,
+            "synthetic": "voice" in synthetic,
+        },
         "synthetic": bool(synthetic),
     }
     if synthetic:

@@ -15,12 +15,17 @@ import logging
 import time
 from pathlib import Path
 
+from agent.languages import ENGLISH, Language
 from agent.models.registry import (
     LlamaShape,
+    MmsShape,
     ModelEntry,
     PiperShape,
+    TtsEngine,
     WhisperShape,
+    entry_for,
     get_profile,
+    tts_engine,
 )
 
 logger = logging.getLogger(__name__)
@@ -74,7 +79,12 @@ def synthesize_entry(entry: ModelEntry, models_dir: Path, *, force: bool = False
             write_tiny_voice(target, shape, seed=seed, title=title)
         else:
             write_vits_voice(target, shape, seed=seed, title=title)
-    else:  # pragma: no cover - the registry only has these three
+    elif isinstance(shape, MmsShape):
+        from agent.models.synth.mms_voice import write_mms_voice
+
+        iso3 = entry.name.removeprefix("mms-tts-") if entry.repo else "eng"
+        write_mms_voice(target, shape, seed=seed, title=title, iso3=iso3)
+    else:  # pragma: no cover - the registry only has these four
         raise TypeError(f"no synthesizer for {type(shape).__name__}")
     elapsed = time.perf_counter() - started
     manifest = {
@@ -109,23 +119,62 @@ def _check_requirements(entries: list[ModelEntry]) -> None:
             needed["onnx"] = "onnx"
             if shape.quality != "tiny":
                 needed["torch"] = "torch (a CPU build is enough)"
+        elif isinstance(shape, MmsShape):
+            needed["torch"] = "torch==2.13.0"
+            needed["transformers"] = '"voice-agent[mms]"'
+
     missing = [pip for module, pip in needed.items() if importlib.util.find_spec(module) is None]
     if missing:
         raise RuntimeError("synthetic models need more packages: pip install " + ", ".join(missing))
 
 
-def synthesize(profile: str, out_dir: Path, *, force: bool = False) -> Path:
-    """Write the profile's synthetic set under `out_dir` (pull's layout); returns `out_dir`.
+def mms_available() -> bool:
+    return all(importlib.util.find_spec(m) is not None for m in ("torch", "transformers"))
+
+
+def voices_to_write(profile: str, language: Language, tts: str) -> list[TtsEngine]:
+    """`auto`: both voices for tiny (MMS only when its extra is installed), else the
+    language's default engine."""
+    if tts in ("piper", "mms"):
+        return ["piper" if tts == "piper" else "mms"]
+    prof = get_profile(profile)
+    if prof.synthetic_only and language.is_english:
+        if mms_available():
+            return ["piper", "mms"]
+        logger.warning(
+            "skipping the tiny MMS-TTS voice: it needs torch and transformers "
+            '(pip install torch==2.13.0 "voice-agent[mms]")'
+        )
+        return ["piper"]
+    return [tts_engine("auto", language)]
+
+
+def synthesize(
+    profile: str,
+    out_dir: Path,
+    *,
+    force: bool = False,
+    language: Language = ENGLISH,
+    tts: str = "auto",
+) -> Path:
+    """Write the profile's synthetic set for a language under `out_dir` (pull's layout);
+    returns `out_dir`. The voices written are `voices_to_write(profile, language, tts)`.
 
     Deterministic: the same profile always gives the same weights.
     """
     prof = get_profile(profile)
     out_dir = Path(out_dir)
-    _check_requirements([e for e in prof.entries if force or not _is_current(out_dir, e)])
+    engines = voices_to_write(profile, language, tts)
+    try:
+        entries = [entry_for(prof, "stt", language, engines[0]), prof.llm]
+        entries += [entry_for(prof, "voice", language, engine) for engine in engines]
+    except ValueError as exc:
+        raise RuntimeError(str(exc)) from exc
+    _check_requirements([e for e in entries if force or not _is_current(out_dir, e)])
     out_dir.mkdir(parents=True, exist_ok=True)
-    for entry in prof.entries:
+    for entry in entries:
         synthesize_entry(entry, out_dir, force=force)
     return out_dir
 
 
-__all__ = ["MANIFEST", "entry_path", "synthesize", "synthesize_entry"]
+__all__ = ["MANIFEST", "entry_path", "synthesize", "synthesize_entry", "voices_to_write"]

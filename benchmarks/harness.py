@@ -1,0 +1,186 @@
+"""What the soak and load harnesses (and the offer fuzzer) share: a server config that lets
+one address open many sessions, the app served in this process or launched as a child,
+snapshots of a process's resources, and percentiles."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import statistics
+import sys
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+import psutil
+from aiohttp import web
+
+from agent.config import AppConfig
+from agent.pipeline import Pipeline
+from signaling.app import SESSIONS_KEY, create_app
+from signaling.sessions import SessionRegistry
+
+ONE_ADDRESS_LIMITS: dict[str, object] = {
+    "max_sessions_per_ip": 0,  # 0: no per-address cap
+    "offer_rate_per_min": 0.0,  # 0: no rate limit
+}
+"""Every harness client connects from 127.0.0.1: the per-address cap and offer rate limit
+that protect a public server would refuse it long before the global cap is reached."""
+ONE_ADDRESS_ENV = {"VOICE_AGENT_MAX_SESSIONS_PER_IP": "0", "VOICE_AGENT_OFFER_RATE": "0"}
+"""The same for `voice-agent serve`, as environment variables (a server without these
+settings ignores them)."""
+
+
+def one_address_config(config: AppConfig) -> AppConfig:
+    """`config` without the per-address limits (those of them this ServerConfig has)."""
+    known = {f.name for f in fields(config.server)}
+    lifted = {k: v for k, v in ONE_ADDRESS_LIMITS.items() if k in known}
+    return replace(config, server=replace(config.server, **lifted))  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class Served:
+    url: str
+    sessions: SessionRegistry
+
+
+@contextlib.asynccontextmanager
+async def served(config: AppConfig, pipeline: Pipeline) -> AsyncIterator[Served]:
+    """The real app on a free loopback port of this process, torn down on exit."""
+    app = create_app(config, pipeline)
+    runner = web.AppRunner(app, handle_signals=False, access_log=None)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        yield Served(f"http://127.0.0.1:{runner.addresses[0][1]}", app[SESSIONS_KEY])
+    finally:
+        await runner.cleanup()
+
+
+@dataclass(frozen=True)
+class Launched:
+    url: str
+    process: psutil.Process
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+@contextlib.asynccontextmanager
+async def launched(serve_args: Sequence[str], log_path: Path) -> AsyncIterator[Launched]:
+    """`voice-agent serve` as a child process on a free loopback port, without the
+    per-address limits, ready before the body runs and stopped with SIGTERM after it."""
+    port = free_port()
+    command = [
+        sys.executable, "-m", "agent", "serve", "--host", "127.0.0.1", "--port", str(port),
+        *serve_args,
+    ]  # fmt: skip
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("wb") as log:
+        child = await asyncio.create_subprocess_exec(
+            *command,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=log,
+            env=os.environ | ONE_ADDRESS_ENV,
+        )
+        try:
+            assert child.stdout is not None
+            async with asyncio.timeout(600):
+                while b"ready" not in (line := await child.stdout.readline()):
+                    if not line:
+                        raise RuntimeError(
+                            f"the server exited ({await child.wait()}); see {log_path}"
+                        )
+            yield Launched(f"http://127.0.0.1:{port}", psutil.Process(child.pid))
+        finally:
+            if child.returncode is None:
+                child.send_signal(signal.SIGTERM)
+                try:
+                    async with asyncio.timeout(30):
+                        await child.wait()
+                except TimeoutError:
+                    child.kill()
+                    await child.wait()
+
+
+@dataclass(frozen=True)
+class ProcessSnapshot:
+    rss_mb: float
+    threads: int
+    fds: int
+    tasks: int | None
+    """asyncio tasks of the running loop, when taken from inside the process."""
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def snapshot(process: psutil.Process | None = None, *, count_tasks: bool = True) -> ProcessSnapshot:
+    process = process or psutil.Process(os.getpid())
+    tasks = None
+    if count_tasks:
+        try:
+            tasks = len(asyncio.all_tasks())
+        except RuntimeError:  # no running loop
+            tasks = None
+    return ProcessSnapshot(
+        rss_mb=round(process.memory_info().rss / 2**20, 2),
+        threads=process.num_threads(),
+        fds=process.num_fds(),
+        tasks=tasks,
+    )
+
+
+def cpu_seconds(process: psutil.Process) -> float:
+    """User plus system CPU time of every thread of the process so far."""
+    times = process.cpu_times()
+    return float(times.user + times.system)
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The q-th percentile (0-100) by linear interpolation between closest ranks."""
+    if not values:
+        raise ValueError("no values")
+    ordered = sorted(values)
+    if len(ordered) == 1:
+        return ordered[0]
+    rank = q / 100 * (len(ordered) - 1)
+    low = int(rank)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+
+
+def summarize(values: list[float], digits: int = 2) -> dict[str, float]:
+    """n, median, p90, p99 and max."""
+    return {
+        "n": len(values),
+        "median": round(statistics.median(values), digits),
+        "p90": round(percentile(values, 90), digits),
+        "p99": round(percentile(values, 99), digits),
+        "max": round(max(values), digits),
+    }
+
+
+__all__ = [
+    "ONE_ADDRESS_ENV",
+    "ONE_ADDRESS_LIMITS",
+    "Launched",
+    "ProcessSnapshot",
+    "Served",
+    "cpu_seconds",
+    "launched",
+    "one_address_config",
+    "percentile",
+    "served",
+    "snapshot",
+    "summarize",
+]

@@ -1,0 +1,324 @@
+"""Soak: hundreds of connect, talk, close cycles against the real app and models, watching
+the process for leaks.
+
+    python -m benchmarks.soak --cycles 300 --models DIR --profile tiny
+
+Each cycle is what a visitor does: a real aiortc client connects through POST /offer, says
+one espeak-ng sentence, waits for the agent's reply (its first audible frame, or every
+second cycle the whole turn up to `turn_metrics`), then hangs up. Hanging up while the
+agent is still talking exercises the cancellation of a running turn. The server and the
+client share this process, so a leak on either side shows: after the warm-up cycles (model
+threads, executors and allocator pools reach their working size) RSS must stay flat, and
+threads, file descriptors and asyncio tasks must come back to their baseline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime
+import gc
+import json
+import logging
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import numpy as np
+from aiortc import RTCPeerConnection
+
+from agent.config import AppConfig, ConversationConfig, ModelConfig
+from benchmarks import machine
+from benchmarks.corpus import Utterance, synthesize_utterance
+from benchmarks.harness import ProcessSnapshot, one_address_config, served, snapshot, summarize
+from benchmarks.peer import AgentClient
+from signaling.sessions import SessionRegistry
+
+log = logging.getLogger(__name__)
+
+SENTENCE = "Hello there, how are you?"
+LOUD_RMS = 300.0
+"""A received 20 ms frame above this RMS is the agent speaking (idle playout is zeros)."""
+
+
+@dataclass(frozen=True)
+class SoakSettings:
+    cycles: int = 300
+    warmup: int = 20
+    """Cycles before the baseline is taken; they are reported but not judged."""
+    reply_timeout_s: float = 30.0
+    full_turn_every: int = 2
+    """Every n-th cycle waits for the whole reply (turn_metrics) instead of its first sound."""
+    settle_s: float = 5.0
+    """How long the end snapshot may wait for threads, fds and tasks to come back."""
+
+
+@dataclass
+class CycleResult:
+    index: int
+    outcome: str
+    """"reply_heard", "turn_done", "timeout" or "error: ..."."""
+    seconds: float
+    transcript: bool
+    rss_mb: float
+    threads: int
+    fds: int
+    tasks: int | None
+    sessions_left: int
+
+
+@dataclass
+class SoakResult:
+    settings: SoakSettings
+    start: ProcessSnapshot
+    baseline: ProcessSnapshot
+    end: ProcessSnapshot
+    cycles: list[CycleResult] = field(default_factory=list)
+    peer_connections_alive: int = 0
+
+    @property
+    def measured(self) -> list[CycleResult]:
+        return self.cycles[self.settings.warmup :]
+
+    @property
+    def rss_growth_mb(self) -> float:
+        return round(self.end.rss_mb - self.baseline.rss_mb, 2)
+
+    def rss_slope_mb_per_100(self) -> float:
+        """Least-squares slope of RSS over the measured cycles: a leak is a steady climb,
+        allocator noise is not."""
+        points = self.measured
+        if len(points) < 2:
+            return 0.0
+        slope = np.polyfit([c.index for c in points], [c.rss_mb for c in points], 1)[0]
+        return round(float(slope) * 100, 3)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "settings": asdict(self.settings),
+            "start": self.start.as_dict(),
+            "baseline": self.baseline.as_dict(),
+            "end": self.end.as_dict(),
+            "rss_growth_mb": self.rss_growth_mb,
+            "rss_slope_mb_per_100_cycles": self.rss_slope_mb_per_100(),
+            "outcomes": dict(Counter(c.outcome for c in self.cycles)),
+            "cycle_seconds": summarize([c.seconds for c in self.cycles]),
+            "peer_connections_alive": self.peer_connections_alive,
+            "cycles": [asdict(c) for c in self.cycles],
+        }
+
+
+def loud(client: AgentClient, since: int) -> bool:
+    return any(
+        float(np.sqrt(np.mean(chunk.astype(np.float64) ** 2))) > LOUD_RMS
+        for chunk in client.received.chunks[since:]
+    )
+
+
+async def wait_for_reply(client: AgentClient, full_turn: bool, timeout: float) -> str:
+    if full_turn:
+        event = await client.wait_for_event(
+            lambda e: e.get("type") in ("turn_metrics", "error"), timeout=timeout, since=0
+        )
+        return "turn_done" if event["type"] == "turn_metrics" else f"error: {event['message']}"
+    since, deadline = len(client.received.chunks), time.monotonic() + timeout
+    while not loud(client, since):  # the client records audio without telling anyone
+        if time.monotonic() > deadline:
+            raise TimeoutError
+        await asyncio.sleep(0.02)
+    return "reply_heard"
+
+
+async def one_cycle(
+    url: str, utterance: Utterance, full_turn: bool, timeout: float
+) -> tuple[str, bool]:
+    client = AgentClient(url)
+    try:
+        await client.connect()
+        await client.wait_channel_open()
+        client.mic.play(utterance.pcm, utterance.rate)
+        try:
+            outcome = await wait_for_reply(client, full_turn, timeout)
+        except TimeoutError:
+            outcome = "timeout"
+        transcript = any(e.data.get("type") == "transcript" for e in client.events)
+        return outcome, transcript
+    finally:
+        await client.close()
+
+
+def settled_snapshot() -> ProcessSnapshot:
+    gc.collect()
+    return snapshot()
+
+
+async def wait_back_to(baseline: ProcessSnapshot, timeout: float) -> ProcessSnapshot:
+    """The process once threads, fds and tasks are back to `baseline` (or at the timeout):
+    a closed peer's last tasks and sockets go within a few event-loop turns."""
+    deadline = time.monotonic() + timeout
+    while True:
+        now = settled_snapshot()
+        back = (
+            now.threads <= baseline.threads
+            and now.fds <= baseline.fds
+            and (now.tasks or 0) <= (baseline.tasks or 0)
+        )
+        if back or time.monotonic() > deadline:
+            return now
+        await asyncio.sleep(0.1)
+
+
+def count_peer_connections() -> int:
+    gc.collect()
+    return sum(1 for o in gc.get_objects() if type(o) is RTCPeerConnection)
+
+
+async def run_soak(
+    url: str,
+    sessions: SessionRegistry,
+    utterance: Utterance,
+    settings: SoakSettings,
+    on_cycle: Callable[[CycleResult], None] = lambda _: None,
+) -> SoakResult:
+    start = settled_snapshot()
+    baseline = start
+    cycles: list[CycleResult] = []
+    for index in range(settings.cycles):
+        if index == settings.warmup:
+            await asyncio.sleep(0.5)  # the last warm-up peer's sockets and tasks go
+            baseline = settled_snapshot()
+        began = time.perf_counter()
+        full_turn = index % settings.full_turn_every == settings.full_turn_every - 1
+        try:
+            outcome, transcript = await one_cycle(
+                url, utterance, full_turn, settings.reply_timeout_s
+            )
+        except (aiohttp.ClientError, ConnectionRefusedError, TimeoutError) as exc:
+            outcome, transcript = f"error: {type(exc).__name__}: {exc}", False
+        seconds = time.perf_counter() - began
+        now = settled_snapshot()
+        result = CycleResult(
+            index, outcome, round(seconds, 3), transcript, now.rss_mb, now.threads, now.fds,
+            now.tasks, len(sessions),
+        )  # fmt: skip
+        cycles.append(result)
+        on_cycle(result)
+    end = await wait_back_to(baseline, settings.settle_s)
+    return SoakResult(settings, start, baseline, end, cycles, count_peer_connections())
+
+
+# -- the command ----------------------------------------------------------------------
+
+
+def markdown(data: dict[str, Any]) -> str:
+    meta, s = data["meta"], data["soak"]
+    base, start, end = s["baseline"], s["start"], s["end"]
+    settings = s["settings"]
+    rows = [
+        ("RSS (MB)", start["rss_mb"], base["rss_mb"], end["rss_mb"]),
+        ("threads", start["threads"], base["threads"], end["threads"]),
+        ("file descriptors", start["fds"], base["fds"], end["fds"]),
+        ("asyncio tasks", start["tasks"], base["tasks"], end["tasks"]),
+    ]
+    lines = [
+        f"# Soak: {settings['cycles']} connect, talk, close cycles",
+        "",
+        f"Machine: {machine.one_line(meta['machine'])}; load average at the start "
+        f"{meta['machine'].get('load_average')}. {meta['note']}",
+        f"Command: `{meta['command']}`. Models: profile **{meta['profile']}** (synthetic "
+        "weights: the timings are real, the words are not). Server and client in one process.",
+        "",
+        f"RSS growth after the {settings['warmup']} warm-up cycles: **{s['rss_growth_mb']} MB** "
+        f"(least-squares slope {s['rss_slope_mb_per_100_cycles']} MB per 100 cycles). "
+        f"Peer connection objects alive at the end: {s['peer_connections_alive']}.",
+        "",
+        "| | before cycle 1 | after warm-up (baseline) | end |",
+        "|---|---|---|---|",
+        *(f"| {name} | {a} | {b} | {c} |" for name, a, b, c in rows),
+        "",
+        f"Outcomes: {', '.join(f'{k} {v}' for k, v in sorted(s['outcomes'].items()))}. "
+        f"Cycle time (s): median {s['cycle_seconds']['median']}, p90 {s['cycle_seconds']['p90']}, "
+        f"max {s['cycle_seconds']['max']}.",
+        "",
+        "RSS after every 25th cycle (gc collected first):",
+        "",
+        "| cycle | RSS (MB) | threads | fds | tasks |",
+        "|---|---|---|---|---|",
+    ]
+    for c in s["cycles"]:
+        if (c["index"] + 1) % 25 == 0 or c["index"] == 0:
+            lines.append(
+                f"| {c['index'] + 1} | {c['rss_mb']} | {c['threads']} | {c['fds']} | {c['tasks']} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+async def soak_command(args: argparse.Namespace) -> dict[str, Any]:
+    from agent.runtime import Runtime
+
+    config = one_address_config(
+        AppConfig(
+            models=ModelConfig(models_dir=args.models, profile=args.profile, offline=True),
+            conversation=ConversationConfig(max_reply_tokens=args.max_reply_tokens),
+        )
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        utterance = synthesize_utterance("soak", SENTENCE, "en-us", 170, Path(tmp))
+    runtime = await Runtime.load(config)
+    settings = SoakSettings(cycles=args.cycles, warmup=args.warmup)
+
+    def progress(c: CycleResult) -> None:
+        print(
+            f"cycle {c.index + 1}/{settings.cycles}: {c.outcome} in {c.seconds:.2f} s, "
+            f"RSS {c.rss_mb} MB, threads {c.threads}, fds {c.fds}, tasks {c.tasks}",
+            file=sys.stderr,
+        )
+
+    try:
+        async with served(config, runtime) as server:
+            result = await run_soak(server.url, server.sessions, utterance, settings, progress)
+    finally:
+        runtime.close()
+    return {
+        "meta": {
+            "started": args.started,
+            "command": "python -m benchmarks.soak " + " ".join(sys.argv[1:]),
+            "profile": args.profile,
+            "machine": machine.describe(),
+            "note": args.note,
+        },
+        "soak": result.as_dict(),
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--cycles", type=int, default=300, help="connect, talk, close cycles")
+    parser.add_argument("--warmup", type=int, default=20, help="cycles before the baseline")
+    parser.add_argument("--models", type=Path, required=True, help="models directory")
+    parser.add_argument("--profile", default="tiny", choices=("tiny", "cpu", "gpu"))
+    parser.add_argument("--max-reply-tokens", type=int, default=16, help="longest reply")
+    parser.add_argument("--note", default="", help="a remark for the report (a busy machine)")
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/soak"))
+    args = parser.parse_args()
+    args.started = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+    logging.basicConfig(level=logging.WARNING)
+    data = asyncio.run(soak_command(args))
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "results.json").write_text(json.dumps(data, indent=2) + "\n")
+    text = markdown(data)
+    (args.out / "summary.md").write_text(text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
