@@ -11,6 +11,7 @@ import signal
 import socket
 import statistics
 import sys
+import threading
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
@@ -119,15 +120,18 @@ class ProcessSnapshot:
     fds: int
     tasks: int | None
     """asyncio tasks of the running loop, when taken from inside the process."""
+    python_threads: tuple[str, ...] = ()
+    """Names of the Python threads, when taken from inside the process: which pool grew."""
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-def snapshot(process: psutil.Process | None = None, *, count_tasks: bool = True) -> ProcessSnapshot:
+def snapshot(process: psutil.Process | None = None) -> ProcessSnapshot:
     process = process or psutil.Process(os.getpid())
+    own = process.pid == os.getpid()
     tasks = None
-    if count_tasks:
+    if own:
         try:
             tasks = len(asyncio.all_tasks())
         except RuntimeError:  # no running loop
@@ -137,6 +141,7 @@ def snapshot(process: psutil.Process | None = None, *, count_tasks: bool = True)
         threads=process.num_threads(),
         fds=process.num_fds(),
         tasks=tasks,
+        python_threads=tuple(sorted(t.name for t in threading.enumerate())) if own else (),
     )
 
 

@@ -5,7 +5,8 @@ the process for leaks.
 
 Each cycle is what a visitor does: a real aiortc client connects through POST /offer, says
 one espeak-ng sentence, waits for the agent's reply (its first audible frame, or every
-second cycle the whole turn up to `turn_metrics`), then hangs up. Hanging up while the
+second round the whole turn up to `turn_metrics`), then hangs up; `--concurrency` cycles
+run side by side. Hanging up while the
 agent is still talking exercises the cancellation of a running turn. The server and the
 client share this process, so a leak on either side shows: after the warm-up cycles (model
 threads, executors and allocator pools reach their working size) RSS must stay flat, and
@@ -42,7 +43,8 @@ from signaling.sessions import SessionRegistry
 
 log = logging.getLogger(__name__)
 
-SENTENCE = "Hello there, how are you?"
+SENTENCE = "Hi there."
+"""Short: a cycle is about 1.6 s to the reply's first sound with the tiny models."""
 LOUD_RMS = 300.0
 """A received 20 ms frame above this RMS is the agent speaking (idle playout is zeros)."""
 
@@ -54,7 +56,10 @@ class SoakSettings:
     """Cycles before the baseline is taken; they are reported but not judged."""
     reply_timeout_s: float = 30.0
     full_turn_every: int = 2
-    """Every n-th cycle waits for the whole reply (turn_metrics) instead of its first sound."""
+    """Every n-th round of cycles waits for the whole reply (turn_metrics) instead of its
+    first sound."""
+    concurrency: int = 1
+    """Cycles run side by side: sessions overlap, and a short run takes less time."""
     settle_s: float = 5.0
     """How long the end snapshot may wait for threads, fds and tasks to come back."""
 
@@ -137,20 +142,24 @@ async def wait_for_reply(client: AgentClient, full_turn: bool, timeout: float) -
 
 async def one_cycle(
     url: str, utterance: Utterance, full_turn: bool, timeout: float
-) -> tuple[str, bool]:
+) -> tuple[str, bool, float]:
+    """(outcome, whether a transcript came, seconds) of one connect, talk, close."""
+    began = time.perf_counter()
     client = AgentClient(url)
+    transcript = False
     try:
         await client.connect()
         await client.wait_channel_open()
         client.mic.play(utterance.pcm, utterance.rate)
-        try:
-            outcome = await wait_for_reply(client, full_turn, timeout)
-        except TimeoutError:
-            outcome = "timeout"
+        outcome = await wait_for_reply(client, full_turn, timeout)
         transcript = any(e.data.get("type") == "transcript" for e in client.events)
-        return outcome, transcript
+    except TimeoutError:
+        outcome = "timeout"
+    except (aiohttp.ClientError, ConnectionRefusedError) as exc:
+        outcome = f"error: {type(exc).__name__}: {exc}"
     finally:
         await client.close()
+    return outcome, transcript, time.perf_counter() - began
 
 
 def settled_snapshot() -> ProcessSnapshot:
@@ -187,28 +196,32 @@ async def run_soak(
     on_cycle: Callable[[CycleResult], None] = lambda _: None,
 ) -> SoakResult:
     start = settled_snapshot()
-    baseline = start
+    baseline: ProcessSnapshot | None = None
     cycles: list[CycleResult] = []
-    for index in range(settings.cycles):
-        if index == settings.warmup:
-            await asyncio.sleep(0.5)  # the last warm-up peer's sockets and tasks go
+    index = 0
+    while index < settings.cycles:
+        if baseline is None and index >= settings.warmup:
+            await asyncio.sleep(0.5)  # the last warm-up peers' sockets and tasks go
             baseline = settled_snapshot()
-        began = time.perf_counter()
-        full_turn = index % settings.full_turn_every == settings.full_turn_every - 1
-        try:
-            outcome, transcript = await one_cycle(
-                url, utterance, full_turn, settings.reply_timeout_s
-            )
-        except (aiohttp.ClientError, ConnectionRefusedError, TimeoutError) as exc:
-            outcome, transcript = f"error: {type(exc).__name__}: {exc}", False
-        seconds = time.perf_counter() - began
+        batch = range(index, min(index + settings.concurrency, settings.cycles))
+        # A whole round waits for full turns or for first sounds, so no cycle idles while
+        # its neighbour plays a whole reply.
+        rounds = index // settings.concurrency
+        full_turn = rounds % settings.full_turn_every == settings.full_turn_every - 1
+        done = await asyncio.gather(
+            *(one_cycle(url, utterance, full_turn, settings.reply_timeout_s) for _ in batch)
+        )
         now = settled_snapshot()
-        result = CycleResult(
-            index, outcome, round(seconds, 3), transcript, now.rss_mb, now.threads, now.fds,
-            now.tasks, len(sessions),
-        )  # fmt: skip
-        cycles.append(result)
-        on_cycle(result)
+        for i, (outcome, transcript, seconds) in zip(batch, done, strict=True):
+            result = CycleResult(
+                i, outcome, round(seconds, 3), transcript, now.rss_mb, now.threads, now.fds,
+                now.tasks, len(sessions),
+            )  # fmt: skip
+            cycles.append(result)
+            on_cycle(result)
+        index = batch.stop
+    if baseline is None:  # no cycle after the warm-up: the baseline is the end
+        baseline = settled_snapshot()
     end = await wait_back_to(baseline, settings.settle_s)
     return SoakResult(settings, start, baseline, end, cycles, count_peer_connections())
 
@@ -271,7 +284,7 @@ async def soak_command(args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         utterance = synthesize_utterance("soak", SENTENCE, "en-us", 170, Path(tmp))
     runtime = await Runtime.load(config)
-    settings = SoakSettings(cycles=args.cycles, warmup=args.warmup)
+    settings = SoakSettings(cycles=args.cycles, warmup=args.warmup, concurrency=args.concurrency)
 
     def progress(c: CycleResult) -> None:
         print(
@@ -305,7 +318,10 @@ def main() -> int:
     parser.add_argument("--warmup", type=int, default=20, help="cycles before the baseline")
     parser.add_argument("--models", type=Path, required=True, help="models directory")
     parser.add_argument("--profile", default="tiny", choices=("tiny", "cpu", "gpu"))
-    parser.add_argument("--max-reply-tokens", type=int, default=16, help="longest reply")
+    parser.add_argument("--concurrency", type=int, default=1, help="cycles side by side")
+    parser.add_argument(
+        "--max-reply-tokens", type=int, default=4, help="longest reply (a full turn plays it)"
+    )
     parser.add_argument("--note", default="", help="a remark for the report (a busy machine)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/soak"))
     args = parser.parse_args()

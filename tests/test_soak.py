@@ -25,11 +25,13 @@ async def test_fifty_cycles_leak_nothing(tiny_models: Path, tmp_path: Path) -> N
     config = one_address_config(
         AppConfig(
             models=ModelConfig(models_dir=tiny_models, profile="tiny", offline=True),
-            conversation=ConversationConfig(max_reply_tokens=16),
+            # A reply of a second or so: a full turn plays it all.
+            conversation=ConversationConfig(max_reply_tokens=3),
         )
     )
     utterance = synthesize_utterance("soak", SENTENCE, "en-us", 170, tmp_path)
-    settings = SoakSettings(cycles=50, warmup=10)
+    # Two cycles side by side: sessions overlap, and the test takes half the time.
+    settings = SoakSettings(cycles=50, warmup=10, concurrency=2)
     runtime = await Runtime.load(config)
     try:
         async with served(config, runtime) as server:
