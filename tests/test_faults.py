@@ -91,8 +91,8 @@ CASES: dict[str, FaultCase] = {
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("case", list(CASES))
 async def test_a_stage_fault_reports_an_error_and_the_next_turn_is_answered(
+    faulty_runtime: FaultyRuntime,  # before the server: torn down after its sessions close
     start_server: ServerFactory,
-    faulty_runtime: FaultyRuntime,
     speech: tuple[Int16Array, int],
     case: str,
 ) -> None:
@@ -147,8 +147,8 @@ async def test_a_stage_fault_reports_an_error_and_the_next_turn_is_answered(
 
 @pytest.mark.timeout(180)
 async def test_a_failing_session_is_closed_while_a_healthy_one_keeps_answering(
+    faulty_runtime: FaultyRuntime,  # before the server: torn down after its sessions close
     start_server: ServerFactory,
-    faulty_runtime: FaultyRuntime,
     speech: tuple[Int16Array, int],
 ) -> None:
     # Three turns in a row, each failing in another stage (the default --max-failed-turns).

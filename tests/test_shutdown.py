@@ -107,7 +107,9 @@ def session_tasks(session_id: str) -> set[asyncio.Task[Any]]:
 @pytest.mark.slow
 @pytest.mark.timeout(120)
 async def test_a_client_that_vanishes_mid_turn_is_cleaned_up_by_the_keepalive(
-    start_server: ServerFactory, runtime: Runtime, tmp_path: Path
+    runtime: Runtime,  # before the server: torn down after its sessions close
+    start_server: ServerFactory,
+    tmp_path: Path,
 ) -> None:
     keepalive_s = 1.5
     server = await start_server(pipeline=runtime, keepalive_timeout_s=keepalive_s)
