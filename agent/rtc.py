@@ -3,25 +3,43 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 
 from aiortc import RTCPeerConnection
+
+log = logging.getLogger(__name__)
 
 CONNECT_SETTLE_S = 2.0
 
 
 async def close_peer(pc: RTCPeerConnection) -> None:
-    """`pc.close()`, then cancel consent checks that aioice started too late.
+    """`pc.close()`, then stop what aiortc started too late to be stopped by it.
 
-    When a peer hangs up while ICE checks are finishing, aioice's `connect()` can complete
-    after `close()` and start its consent-freshness task on the closed connection; that task
-    then loops forever. aiortc runs the connect in a task it does not keep, so find it, let
-    it end (close() has failed its check list, so it ends promptly), and cancel any orphan.
+    When a peer hangs up while ICE and DTLS are finishing, aiortc's connect task (which it
+    does not keep) can complete after `close()`: aioice then starts its consent-freshness
+    task, and a DTLS handshake that just succeeded starts the RTP sender's and receiver's
+    RTCP tasks, on a closed connection; they loop forever. So find that task, let it end
+    (close() has failed its check list, so it ends promptly), then stop the senders and
+    receivers again (stop() is idempotent) and cancel any orphan consent task.
     """
     connecting = [task for task in asyncio.all_tasks() if _is_connect_of(task, pc)]
-    await pc.close()
+    try:
+        await pc.close()
+    except Exception:
+        # A half-built connection (an offer aiortc accepted but could not answer) can
+        # fail inside close(); what it left running is stopped below all the same.
+        log.warning("closing a peer connection failed; stopping its parts", exc_info=True)
     if connecting:
-        await asyncio.wait(connecting, timeout=CONNECT_SETTLE_S)
-    orphans = []
+        _, pending = await asyncio.wait(connecting, timeout=CONNECT_SETTLE_S)
+        for stuck in pending:
+            stuck.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+    for transceiver in pc.getTransceivers():
+        for part in (transceiver.sender, transceiver.receiver):
+            with contextlib.suppress(Exception):
+                await part.stop()
+    orphans: list[asyncio.Task[object]] = []
     for transport in getattr(pc, "_RTCPeerConnection__iceTransports", ()):
         connection = getattr(transport, "_connection", None)
         task = getattr(connection, "_query_consent_task", None)

@@ -8,12 +8,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
+import socket
 import sys
+from collections.abc import Callable
+from urllib.parse import quote
 
 from aiohttp import web
 
 from agent.config import AppConfig
+from agent.config_checks import is_loopback_host
 from agent.models import ModelError
 from agent.runtime import Runtime
 from signaling.app import SESSIONS_KEY, create_app
@@ -21,6 +26,27 @@ from signaling.app import SESSIONS_KEY, create_app
 log = logging.getLogger(__name__)
 
 LEFTOVER_TASK_TIMEOUT_S = 5.0
+FORCED_EXIT_CODE = 130
+
+
+class ShutdownSignals:
+    """The first SIGINT/SIGTERM asks for a clean drain; a second one, for an operator who
+    will not wait (a model stuck in native code cannot be cancelled), exits at once."""
+
+    def __init__(self, force_exit: Callable[[int], object] = os._exit) -> None:
+        self.stop = asyncio.Event()
+        self._force_exit = force_exit
+
+    def received(self, sig: signal.Signals) -> None:
+        if not self.stop.is_set():
+            self.stop.set()
+            return
+        print(
+            f"voice-agent: {sig.name} again during shutdown: exiting now, without waiting",
+            file=sys.stderr,
+            flush=True,
+        )
+        self._force_exit(FORCED_EXIT_CODE)
 
 
 async def serve(config: AppConfig) -> int:
@@ -29,10 +55,10 @@ async def serve(config: AppConfig) -> int:
     except ModelError as exc:
         print(f"voice-agent: {exc}", file=sys.stderr)
         return 1
-    stop = asyncio.Event()
+    signals = ShutdownSignals()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, signals.received, sig)
     app = create_app(config, runtime)
     runner = web.AppRunner(app, handle_signals=False, access_log=None)
     try:
@@ -47,9 +73,14 @@ async def serve(config: AppConfig) -> int:
                 file=sys.stderr,
             )
             return 1
-        host = "localhost" if config.server.host in ("127.0.0.1", "::1") else config.server.host
-        print(f"voice-agent is ready: open http://{host}:{config.server.port}/", flush=True)
-        await stop.wait()
+        print(f"voice-agent is ready: open {page_url(config)}", flush=True)
+        if not is_loopback_host(config.server.host):
+            print(
+                "  (browsers allow the microphone only on localhost or over HTTPS: put a "
+                "TLS reverse proxy in front, see README, Running on a network)",
+                flush=True,
+            )
+        await signals.stop.wait()
         log.info("shutting down: refusing new sessions, closing %d live", len(app[SESSIONS_KEY]))
         await app[SESSIONS_KEY].drain()
     finally:
@@ -60,6 +91,20 @@ async def serve(config: AppConfig) -> int:
     await _end_leftover_tasks()
     log.info("shutdown complete")
     return 0
+
+
+def page_url(config: AppConfig) -> str:
+    """The address to open: localhost for a loopback bind (a tokenless loopback server
+    answers only loopback names), and the token in the query, where the page reads it."""
+    server = config.server
+    if is_loopback_host(server.host):
+        host = "localhost"
+    elif server.host in ("0.0.0.0", "::", ""):
+        host = socket.gethostname()
+    else:
+        host = f"[{server.host}]" if ":" in server.host else server.host
+    query = f"?token={quote(server.token, safe='')}" if server.token else ""
+    return f"http://{host}:{server.port}/{query}"
 
 
 async def _end_leftover_tasks() -> None:

@@ -34,9 +34,10 @@ async def wait_uncancelled(
         try:
             await asyncio.shield(future)
         except asyncio.CancelledError:
-            if future.done():
-                break
-            if not cancelled and on_cancel is not None:
+            # A cancel that lands in the loop turn in which the worker finished still
+            # counts: swallowing it left a cancelled listener waiting forever and its
+            # session never closed (found by tests/test_soak.py).
+            if not cancelled and not future.done() and on_cancel is not None:
                 on_cancel()
             cancelled = True
     if cancelled:

@@ -22,6 +22,7 @@ import argparse
 import asyncio
 import datetime
 import json
+import shlex
 import sys
 import time
 from collections import Counter
@@ -216,8 +217,10 @@ async def over_cap_phase(
     try:
         for _ in range(settings.cap):
             clients.append(await connect_listener(settings.url, http))
-        await asyncio.sleep(SETTLE_S)
+        # The lag is read over the full server listening to the cap's worth of sessions,
+        # then refusing: the refusals alone are over in a few tens of milliseconds.
         before = await scrape_lag(http, settings.url)
+        await asyncio.sleep(SETTLE_S)
         one_by_one = [await post_offer(http, settings.url, sdp) for _ in range(settings.refusals)]
         burst = await asyncio.gather(
             *(post_offer(http, settings.url, sdp) for _ in range(settings.burst))
@@ -326,7 +329,7 @@ async def load_command(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "meta": {
             "started": started,
-            "command": "python -m benchmarks.load " + " ".join(sys.argv[1:]),
+            "command": "python -m benchmarks.load " + shlex.join(sys.argv[1:]),
             "profile": args.profile,
             "machine": described,
             "note": args.note,

@@ -21,6 +21,7 @@ import datetime
 import gc
 import json
 import logging
+import shlex
 import sys
 import tempfile
 import time
@@ -86,6 +87,7 @@ class SoakResult:
     end: ProcessSnapshot
     cycles: list[CycleResult] = field(default_factory=list)
     peer_connections_alive: int = 0
+    """RTCPeerConnection objects still in memory after the run, beyond those before it."""
 
     @property
     def measured(self) -> list[CycleResult]:
@@ -104,9 +106,25 @@ class SoakResult:
         slope = np.polyfit([c.index for c in points], [c.rss_mb for c in points], 1)[0]
         return round(float(slope) * 100, 3)
 
+    def thread_growth(self) -> dict[str, Any]:
+        """Threads at the end beyond the baseline, explained. Thread pools start their
+        workers lazily, up to their size, so a pool that existed at the baseline may still
+        add one; any other new thread, or native (non-Python) thread, is unexplained."""
+        base, end = self.baseline, self.end
+        pools = {name.rpartition("_")[0] for name in base.python_threads if _is_worker(name)}
+        new = list((Counter(end.python_threads) - Counter(base.python_threads)).elements())
+        native = (end.threads - len(end.python_threads)) - (base.threads - len(base.python_threads))
+        return {
+            "threads": end.threads - base.threads,
+            "pool_workers_started": sorted(n for n in new if n.rpartition("_")[0] in pools),
+            "unexplained": sorted(n for n in new if n.rpartition("_")[0] not in pools),
+            "native": native,
+        }
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "settings": asdict(self.settings),
+            "thread_growth": self.thread_growth(),
             "start": self.start.as_dict(),
             "baseline": self.baseline.as_dict(),
             "end": self.end.as_dict(),
@@ -117,6 +135,12 @@ class SoakResult:
             "peer_connections_alive": self.peer_connections_alive,
             "cycles": [asdict(c) for c in self.cycles],
         }
+
+
+def _is_worker(name: str) -> bool:
+    """ThreadPoolExecutor names its workers `<prefix>_<n>`."""
+    prefix, _, number = name.rpartition("_")
+    return bool(prefix) and number.isdigit()
 
 
 def loud(client: AgentClient, since: int) -> bool:
@@ -168,13 +192,18 @@ def settled_snapshot() -> ProcessSnapshot:
 
 
 async def wait_back_to(baseline: ProcessSnapshot, timeout: float) -> ProcessSnapshot:
-    """The process once threads, fds and tasks are back to `baseline` (or at the timeout):
-    a closed peer's last tasks and sockets go within a few event-loop turns."""
+    """The process once fds, tasks and native threads are back to `baseline` (or at the
+    timeout): a closed peer's last tasks and sockets go within a few event-loop turns.
+    Python pool workers are left out here: a pool keeps the workers it started."""
+
+    def native(s: ProcessSnapshot) -> int:
+        return s.threads - len(s.python_threads)
+
     deadline = time.monotonic() + timeout
     while True:
         now = settled_snapshot()
         back = (
-            now.threads <= baseline.threads
+            native(now) <= native(baseline)
             and now.fds <= baseline.fds
             and (now.tasks or 0) <= (baseline.tasks or 0)
         )
@@ -196,6 +225,8 @@ async def run_soak(
     on_cycle: Callable[[CycleResult], None] = lambda _: None,
 ) -> SoakResult:
     start = settled_snapshot()
+    # Other code in this process (a test run) may hold peer connections of its own.
+    peers_before = count_peer_connections()
     baseline: ProcessSnapshot | None = None
     cycles: list[CycleResult] = []
     index = 0
@@ -223,7 +254,8 @@ async def run_soak(
     if baseline is None:  # no cycle after the warm-up: the baseline is the end
         baseline = settled_snapshot()
     end = await wait_back_to(baseline, settings.settle_s)
-    return SoakResult(settings, start, baseline, end, cycles, count_peer_connections())
+    peers_left = count_peer_connections() - peers_before
+    return SoakResult(settings, start, baseline, end, cycles, peers_left)
 
 
 # -- the command ----------------------------------------------------------------------
@@ -232,6 +264,7 @@ async def run_soak(
 def markdown(data: dict[str, Any]) -> str:
     meta, s = data["meta"], data["soak"]
     base, start, end = s["baseline"], s["start"], s["end"]
+    growth = s["thread_growth"]
     settings = s["settings"]
     rows = [
         ("RSS (MB)", start["rss_mb"], base["rss_mb"], end["rss_mb"]),
@@ -250,6 +283,11 @@ def markdown(data: dict[str, Any]) -> str:
         f"RSS growth after the {settings['warmup']} warm-up cycles: **{s['rss_growth_mb']} MB** "
         f"(least-squares slope {s['rss_slope_mb_per_100_cycles']} MB per 100 cycles). "
         f"Peer connection objects alive at the end: {s['peer_connections_alive']}.",
+        "",
+        f"Threads beyond the baseline: {growth['threads']}: thread-pool workers started "
+        f"lazily by pools that existed at the baseline {growth['pool_workers_started']}, "
+        f"unexplained Python threads {growth['unexplained']}, native threads "
+        f"{growth['native']:+d}.",
         "",
         "| | before cycle 1 | after warm-up (baseline) | end |",
         "|---|---|---|---|",
@@ -301,7 +339,7 @@ async def soak_command(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "meta": {
             "started": args.started,
-            "command": "python -m benchmarks.soak " + " ".join(sys.argv[1:]),
+            "command": "python -m benchmarks.soak " + shlex.join(sys.argv[1:]),
             "profile": args.profile,
             "machine": machine.describe(),
             "note": args.note,

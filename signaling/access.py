@@ -6,6 +6,12 @@ the page and its files must load before the page can read `?token=` from its URL
 /health is what load balancers and the page's status line poll. New routes are therefore
 protected unless declared public.
 
+DNS rebinding: a page on `evil.example` whose name the attacker re-points at 127.0.0.1 is
+same-origin with itself, so the Origin check passes; only the Host header gives it away.
+A tokenless server bound to loopback therefore answers only requests addressed to a
+loopback name or address (or to a host of `--allowed-origins`, or relayed by a trusted
+proxy). With a token the attacker lacks the token, which is what protects that case.
+
 Reverse proxies: X-Forwarded-For, X-Forwarded-Proto and X-Forwarded-Host are believed only
 when the TCP peer is one of `--trusted-proxies`. Anyone else could send them to pick the
 address their limits count against, and a proxy that terminates TLS talks plain HTTP to us,
@@ -22,7 +28,7 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from agent.config import ServerConfig
-from agent.config_checks import normalize_origin
+from agent.config_checks import is_loopback_host, normalize_origin
 
 PUBLIC_ROUTES = frozenset({"page", "static", "health"})
 """Route names that need no token and no Origin check."""
@@ -60,6 +66,8 @@ class AccessPolicy:
     token: str | None
     allowed_origins: frozenset[str]
     trusted_proxies: tuple[IpNetwork, ...]
+    loopback_names_only: bool = False
+    """Refuse requests whose Host is not a loopback name (a tokenless loopback server)."""
 
     @classmethod
     def from_config(cls, config: ServerConfig) -> AccessPolicy:
@@ -69,6 +77,7 @@ class AccessPolicy:
             trusted_proxies=tuple(
                 ipaddress.ip_network(n, strict=False) for n in config.trusted_proxies
             ),
+            loopback_names_only=config.token is None and is_loopback_host(config.host),
         )
 
     # -- client address ---------------------------------------------------------------
@@ -105,6 +114,26 @@ class AccessPolicy:
 
     def client_key(self, request: web.Request) -> str:
         return client_key(self.client_address(request))
+
+    # -- host -------------------------------------------------------------------------
+
+    def host_refusal(self, request: web.Request) -> str | None:
+        """Why this request's Host is refused (DNS rebinding), or None."""
+        if not self.loopback_names_only or self._from_trusted_proxy(request):
+            return None
+        host = _hostname(request.host)
+        if host is not None and (
+            host == "localhost"
+            or host.endswith(".localhost")
+            or is_loopback_host(host)
+            or host in {_hostname(o.split("://", 1)[-1]) for o in self.allowed_origins}
+        ):
+            return None
+        return (
+            f"requests for host {request.host!r} are not served: this server has no token, "
+            "so it answers only on localhost (open http://localhost:PORT/, or start it with "
+            "--token, or name the host in --allowed-origins)"
+        )
 
     # -- origin -----------------------------------------------------------------------
 
@@ -154,18 +183,28 @@ class AccessPolicy:
         return hmac.compare_digest(given_bytes, self.token.encode("utf-8"))
 
 
+def _hostname(host: str) -> str | None:
+    """`Host` without its port, lowercased: `[::1]:8080` -> `::1`, `a.b:80` -> `a.b`."""
+    host = host.strip().lower()
+    if host.startswith("["):
+        end = host.find("]")
+        return host[1:end] if end > 0 else None
+    name = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+    return name.rstrip(".") or None
+
+
 ACCESS_KEY = web.AppKey("access", AccessPolicy)
 
 
 @web.middleware
 async def access_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Origin, then token, for every route not in PUBLIC_ROUTES; runs before the handler,
-    so a refused offer never builds a peer connection."""
+    """Host, Origin, then token, for every route not in PUBLIC_ROUTES; runs before the
+    handler, so a refused offer never builds a peer connection."""
     match = request.match_info
     if match.http_exception is not None or match.route.name in PUBLIC_ROUTES:
         return await handler(request)  # 404/405 answers need no guarding
     policy = request.app[ACCESS_KEY]
-    refusal = policy.origin_refusal(request)
+    refusal = policy.host_refusal(request) or policy.origin_refusal(request)
     if refusal is not None:
         return web.json_response({"error": refusal}, status=403)
     if not policy.token_ok(request):

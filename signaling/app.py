@@ -158,15 +158,18 @@ async def delete_session(request: web.Request) -> web.Response:
 
 
 async def health(request: web.Request) -> web.Response:
+    """`ok`, or 503 `draining` once shutdown began, so a load balancer stops sending
+    visitors to a server that will refuse their offers."""
     pipeline = request.app.get(PIPELINE_KEY)
     sessions = request.app[SESSIONS_KEY]
     return web.json_response(
         {
-            "status": "ok",
+            "status": "draining" if sessions.draining else "ok",
             "sessions": len(sessions),
             "max_sessions": sessions.max_sessions,
             "models": pipeline.describe() if pipeline is not None else {},
-        }
+        },
+        status=503 if sessions.draining else 200,
     )
 
 

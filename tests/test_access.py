@@ -250,6 +250,53 @@ async def test_forwarded_origin_is_believed_only_from_trusted_proxies(
         await client.close()
 
 
+# -- DNS rebinding --------------------------------------------------------------------
+
+
+async def test_a_rebound_name_is_refused_by_a_tokenless_loopback_server(
+    start_server: ServerFactory, server_peers: type[CountingPeerConnection]
+) -> None:
+    """evil.example re-pointed at 127.0.0.1: its page is same-origin with itself, so Origin
+    and Host agree; the Host alone betrays it."""
+    server = await start_server(pipeline=RecordingPipeline())
+    port = server.url.rsplit(":", 1)[1]
+    rebound = {"Host": f"evil.example:{port}", "Origin": f"http://evil.example:{port}"}
+    status, body, _ = await post_offer(server, rebound)
+    assert status == 403
+    assert "host" in body["error"] and "localhost" in body["error"]
+    assert server_peers.created == 0
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{server.url}/config", headers=rebound) as response:
+            assert response.status == 403
+
+
+@pytest.mark.parametrize(
+    "host", ["localhost", "LOCALHOST.", "app.localhost", "127.0.0.1", "127.3.4.5", "[::1]"]
+)
+async def test_loopback_names_are_served(start_server: ServerFactory, host: str) -> None:
+    server = await start_server(pipeline=RecordingPipeline())
+    port = server.url.rsplit(":", 1)[1]
+    async with aiohttp.ClientSession() as http:
+        headers = {"Host": f"{host}:{port}"}
+        async with http.get(f"{server.url}/config", headers=headers) as response:
+            assert response.status == 200
+
+
+async def test_with_a_token_or_a_trusted_proxy_any_host_is_served(
+    start_server: ServerFactory,
+) -> None:
+    tokened = await token_server(start_server)
+    async with aiohttp.ClientSession() as http:
+        headers = {**BEARER, "Host": "agent.example.org"}
+        async with http.get(f"{tokened.url}/config", headers=headers) as response:
+            assert response.status == 200
+    proxied = await start_server(pipeline=RecordingPipeline(), trusted_proxies=("127.0.0.1",))
+    async with aiohttp.ClientSession() as http:
+        headers = {"Host": "agent.example.org"}
+        async with http.get(f"{proxied.url}/config", headers=headers) as response:
+            assert response.status == 200
+
+
 # -- headers on every response --------------------------------------------------------
 
 

@@ -164,6 +164,9 @@ async def test_a_draining_server_closes_its_sessions_and_refuses_offers(
                 assert response.status == 503
                 assert response.headers["Retry-After"] == "5"
                 assert "shutting down" in (await response.json())["error"]
+            async with http.get(f"{server.url}/health") as response:
+                assert response.status == 503  # load balancers stop sending visitors
+                assert (await response.json())["status"] == "draining"
         assert len(server.sessions) == 0
     finally:
         await client.close()

@@ -47,7 +47,9 @@ async def test_fifty_cycles_leak_nothing(tiny_models: Path, tmp_path: Path) -> N
         f"{data['cycle_seconds']}; RSS start {result.start.rss_mb} MB, after warm-up "
         f"{result.baseline.rss_mb} MB, end {result.end.rss_mb} MB (growth "
         f"{result.rss_growth_mb} MB, slope {data['rss_slope_mb_per_100_cycles']} MB/100); "
-        f"baseline {result.baseline}, end {result.end}; written to {tmp_path / 'soak.json'}"
+        f"threads/fds/tasks baseline {result.baseline.threads}/{result.baseline.fds}/"
+        f"{result.baseline.tasks}, end {result.end.threads}/{result.end.fds}/{result.end.tasks} "
+        f"({data['thread_growth']}); written to {tmp_path / 'soak.json'}"
     )
     failed = [c for c in result.cycles if c.outcome not in ("reply_heard", "turn_done")]
     assert not failed, failed
@@ -55,7 +57,9 @@ async def test_fifty_cycles_leak_nothing(tiny_models: Path, tmp_path: Path) -> N
     assert {c.outcome for c in result.cycles} == {"reply_heard", "turn_done"}
     assert all(c.sessions_left == 0 for c in result.cycles)
     assert result.rss_growth_mb <= MAX_RSS_GROWTH_MB
-    assert result.end.threads <= result.baseline.threads
+    growth = result.thread_growth()
+    assert growth["unexplained"] == [] and growth["native"] <= 0, growth
+    assert result.end.threads - len(growth["pool_workers_started"]) <= result.baseline.threads
     assert result.end.fds <= result.baseline.fds
     assert (result.end.tasks or 0) <= (result.baseline.tasks or 0)
     assert result.peer_connections_alive == 0
