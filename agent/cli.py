@@ -9,7 +9,8 @@ import sys
 from collections.abc import Sequence
 
 from agent import __version__
-from agent.config import AppConfig, add_server_arguments, config_from_args
+from agent.config import AppConfig, config_from_args
+from agent.flags import add_server_arguments
 from agent.models.cli import register as register_models
 from benchmarks.cli import register as register_bench
 

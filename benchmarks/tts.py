@@ -24,7 +24,8 @@ import numpy as np
 from agent.chunker import SpeechChunker
 from agent.languages import ENGLISH
 from agent.models.device import detect_device
-from agent.models.registry import TtsEngine, entry_for, get_profile
+from agent.models.entries import TtsEngine
+from agent.models.registry import entry_for, get_profile
 from agent.models.resolve import ResolvedModels
 from agent.models.synth import entry_path
 from agent.runtime import load_synthesizer

@@ -26,7 +26,9 @@ STAGES = TurnMetrics.STAGES
 
 @pytest_asyncio.fixture(params=["piper", "mms"])
 async def runtime(tiny_models: Path, request: pytest.FixtureRequest) -> AsyncIterator[Runtime]:
-    """The same conversation with each voice engine."""
+    """The same conversation with each voice engine. Tests name it before `start_server`:
+    fixtures end in reverse order, so the server closes its sessions before the models
+    they use are released."""
     config = AppConfig(
         models=ModelConfig(models_dir=tiny_models, profile="tiny", offline=True, tts=request.param),
         # Replies of a few seconds keep the suite quick; long enough to be talked over.
@@ -46,7 +48,7 @@ def loud_frames(client: AgentClient, after: float = 0.0) -> list[float]:
 
 
 async def test_spoken_question_gets_a_spoken_answer(
-    start_server: ServerFactory, runtime: Runtime, tmp_path: Path
+    runtime: Runtime, start_server: ServerFactory, tmp_path: Path
 ) -> None:
     server = await start_server(pipeline=runtime)
     speech, rate = espeak("What time is it in Paris?", tmp_path)
@@ -80,7 +82,7 @@ async def test_spoken_question_gets_a_spoken_answer(
 
 
 async def test_talking_over_the_agent_stops_it(
-    start_server: ServerFactory, runtime: Runtime, tmp_path: Path
+    runtime: Runtime, start_server: ServerFactory, tmp_path: Path
 ) -> None:
     server = await start_server(pipeline=runtime)
     question, rate = espeak("Tell me a long story about the sea.", tmp_path)

@@ -14,7 +14,8 @@ from agent.config import ModelConfig
 from agent.models import ModelError
 from agent.models.cli import register
 from agent.models.device import detect_device
-from agent.models.registry import PROFILES, LlamaShape, WhisperShape, get_profile
+from agent.models.entries import LlamaShape, WhisperShape
+from agent.models.registry import PROFILES, get_profile
 from agent.models.resolve import resolve_models
 from agent.models.synth import synthesize
 

@@ -9,17 +9,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from agent.config import add_models_dir_argument
+from agent.flags import add_models_dir_argument
 from agent.languages import Language, parse_language
 from agent.models import ModelError
-from agent.models.registry import (
-    PROFILES,
-    ModelEntry,
-    all_entries,
-    get_profile,
-    mms_entry,
-    profiles_using,
-)
+from agent.models.entries import ModelEntry
+from agent.models.registry import PROFILES, all_entries, get_profile, mms_entry, profiles_using
 
 logger = logging.getLogger(__name__)
 

@@ -20,14 +20,8 @@ from pathlib import Path
 
 from agent.languages import ENGLISH, Language
 from agent.models import ModelError
-from agent.models.registry import (
-    KINDS,
-    ModelEntry,
-    Profile,
-    TtsEngine,
-    entry_for,
-    tts_engine,
-)
+from agent.models.entries import KINDS, ModelEntry, Profile, TtsEngine
+from agent.models.registry import entry_for, tts_engine
 from agent.models.synth import MANIFEST, entry_path
 
 logger = logging.getLogger(__name__)

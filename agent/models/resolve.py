@@ -11,6 +11,7 @@ from agent.config import ModelConfig
 from agent.languages import ENGLISH, Language
 from agent.models import ModelError
 from agent.models.device import DeviceInfo, auto_profile
+from agent.models.entries import KINDS, Kind, ModelEntry, TtsEngine
 from agent.models.loaders import is_synthetic
 from agent.models.pull import (
     is_present,
@@ -19,15 +20,7 @@ from agent.models.pull import (
     read_manifest,
     synth_command,
 )
-from agent.models.registry import (
-    KINDS,
-    Kind,
-    ModelEntry,
-    TtsEngine,
-    entry_for,
-    get_profile,
-    tts_engine,
-)
+from agent.models.registry import entry_for, get_profile, tts_engine
 from agent.models.synth import entry_path
 
 logger = logging.getLogger(__name__)

@@ -16,17 +16,15 @@ import time
 from pathlib import Path
 
 from agent.languages import ENGLISH, Language
-from agent.models.registry import (
+from agent.models.entries import (
     LlamaShape,
     MmsShape,
     ModelEntry,
     PiperShape,
     TtsEngine,
     WhisperShape,
-    entry_for,
-    get_profile,
-    tts_engine,
 )
+from agent.models.registry import entry_for, get_profile, tts_engine
 
 logger = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from agent.models.registry import LlamaShape
+from agent.models.entries import LlamaShape
 from agent.models.synth.bpe import build_bpe
 
 logger = logging.getLogger(__name__)

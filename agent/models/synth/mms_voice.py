@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from agent.models.registry import MmsShape
+from agent.models.entries import MmsShape
 
 _PAD = "_"
 # What the MMS tokenizers of Latin-script languages hold: lower-case letters, space and a

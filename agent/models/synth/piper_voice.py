@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from agent.models.registry import PiperShape
+from agent.models.entries import PiperShape
 
 SAMPLES_PER_ID = 768
 """Samples each phoneme id lasts in the tiny voice (35 ms at 22.05 kHz)."""

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from agent.models.registry import WhisperShape
+from agent.models.entries import WhisperShape
 from agent.models.synth.bpe import build_bpe
 
 SAMPLING_RATE = 16000
