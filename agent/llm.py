@@ -1,9 +1,10 @@
 """Streaming chat over one shared llama-cpp-python model.
 
 The model's context is used by one generation at a time (a `Llama` must not be used by two
-threads at once); turns queue for it and their wait is measured. Prompts are rendered with
-the GGUF's own chat template and tokenized here, so the tokens llama.cpp must evaluate (the
-part not covered by the cached prefix of the previous generation) are known exactly.
+threads at once); turns queue for it and their wait is measured. Each conversation's
+evaluated prefix is kept across other conversations' turns (agent/llm_contexts.py).
+Prompts are rendered with the GGUF's own chat template and tokenized here, so the tokens
+llama.cpp must evaluate (the part not covered by the cached prefix) are known exactly.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+from agent.llm_contexts import DEFAULT_BUDGET_BYTES, ConversationContexts
 from agent.threads import wait_uncancelled
 
 log = logging.getLogger(__name__)
@@ -48,10 +50,18 @@ class Generation:
 class ChatModel:
     """The shared model: prompt rendering, token accounting and one generation at a time."""
 
-    def __init__(self, llama: Any, *, max_reply_tokens: int, temperature: float = 0.7) -> None:
+    def __init__(
+        self,
+        llama: Any,
+        *,
+        max_reply_tokens: int,
+        temperature: float = 0.7,
+        saved_context_bytes: int = DEFAULT_BUDGET_BYTES,
+    ) -> None:
         from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
         self._llama = llama
+        self._contexts = ConversationContexts(llama, saved_context_bytes)
         self.max_reply_tokens = max_reply_tokens
         self._temperature = temperature
         self._lock = asyncio.Lock()
@@ -63,6 +73,11 @@ class ChatModel:
         self._formatter = Jinja2ChatFormatter(
             template=template, eos_token=_token_text(llama, llama.token_eos()), bos_token=self._bos
         )
+
+    @property
+    def saved_context_bytes(self) -> int:
+        """Memory held by conversations' saved contexts (see agent/llm_contexts.py)."""
+        return self._contexts.saved_bytes
 
     @property
     def n_ctx(self) -> int:
@@ -97,10 +112,17 @@ class ChatModel:
         return (tokens[-budget:] if len(tokens) > budget else tokens), dropped
 
     async def generate(
-        self, messages: list[Message], on_delta: DeltaCallback, max_tokens: int | None = None
+        self,
+        messages: list[Message],
+        on_delta: DeltaCallback,
+        max_tokens: int | None = None,
+        *,
+        conversation: object | None = None,
     ) -> Generation:
         """Stream a reply to `messages`; `on_delta` gets each text piece on the event loop.
-        Cancelling stops generation at the next token. Trims `messages` in place to fit."""
+        Cancelling stops generation at the next token. Trims `messages` in place to fit.
+        `conversation` (any object living as long as the conversation, such as its
+        ChatHistory) keeps its evaluated prefix while other conversations take turns."""
         loop = asyncio.get_running_loop()
         waited_from = time.perf_counter()
         async with self._lock:
@@ -117,7 +139,7 @@ class ChatModel:
                 loop.call_soon_threadsafe(deliver, piece)
 
             future = loop.run_in_executor(
-                self._executor, self._generate, messages, emit, stop, max_tokens
+                self._executor, self._generate, messages, emit, stop, max_tokens, conversation
             )
             try:
                 done = await wait_uncancelled(future, on_cancel=stop.set)
@@ -142,9 +164,11 @@ class ChatModel:
         emit: DeltaCallback,
         stop: threading.Event,
         max_tokens: int | None,
+        conversation: object | None,
     ) -> tuple[str, int, int, int, int]:
         llama = self._llama
         tokens, dropped = self.fit(messages)
+        self._contexts.switch_to(conversation, tokens)
         cached = llama.longest_token_prefix(llama._input_ids[: llama.n_tokens], tokens)
         # llama.cpp replays one token when the whole prompt is cached, to refresh logits.
         evaluated = max(len(tokens) - cached, 1)

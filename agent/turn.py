@@ -37,6 +37,8 @@ class ChatModelLike(Protocol):
         messages: list[Message],
         on_delta: Callable[[str], None],
         max_tokens: int | None = None,
+        *,
+        conversation: object | None = None,
     ) -> Generation: ...
 
 
@@ -140,7 +142,9 @@ class ReplyTurn:
         try:
             try:
                 generation = await self.stages.run(
-                    self.deps.chat.generate(self.history.for_prompt(), on_delta),
+                    self.deps.chat.generate(
+                        self.history.for_prompt(), on_delta, conversation=self.history
+                    ),
                     name=self._stage_name("llm"),
                     deadline=deadline,
                     waiting_for="token",

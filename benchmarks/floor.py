@@ -90,7 +90,7 @@ async def first_chunk(
             marks.setdefault("chunk", time.perf_counter())
 
     started = time.perf_counter()
-    generation = await chat.generate(history.for_prompt(), on_delta)
+    generation = await chat.generate(history.for_prompt(), on_delta, conversation=history)
     history.drop_oldest(generation.dropped_messages)
     chunks.extend(chunker.flush())
     if chunks:

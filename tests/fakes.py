@@ -45,6 +45,8 @@ class ScriptedChat:
         messages: list[Message],
         on_delta: Callable[[str], None],
         max_tokens: int | None = None,
+        *,
+        conversation: object | None = None,
     ) -> Generation:
         self.prompts.append([dict(m) for m in messages])
         first: float | None = None

@@ -4,13 +4,14 @@ reuse between turns, cancellation at the next token, one generation at a time.""
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from agent.config import ModelConfig
-from agent.llm import ChatHistory, ChatModel
+from agent.llm import ChatHistory, ChatModel, Generation
 from agent.models.device import detect_device
 from agent.models.loaders import load_llama
 from agent.models.resolve import resolve_models
@@ -94,5 +95,92 @@ async def test_long_conversation_trims_rarely_and_keeps_its_prefix(tiny_models: 
         assert full_evaluations <= len(trims) + 1, (full_evaluations, trims)
         assert history.messages[0]["content"] == "You are a test."
         assert len(history.messages) < 2 * 40
+    finally:
+        chat.close()
+
+
+def greedy_chat(
+    tiny_models: Path, n_ctx: int, saved_context_bytes: int = 2 * 1024**3
+) -> ChatModel:
+    """A ChatModel over a Llama of its own: the loader shares one `Llama` per file and
+    context length within the process, so a distinct `n_ctx` gives a distinct one."""
+    resolved = resolve_models(ModelConfig(models_dir=tiny_models, profile="tiny", offline=True))
+    llama = load_llama(resolved.llm, n_ctx, detect_device("cpu"))
+    return ChatModel(
+        llama, max_reply_tokens=12, temperature=0.0, saved_context_bytes=saved_context_bytes
+    )
+
+
+async def talk(
+    chat: ChatModel, history: ChatHistory, text: str, conversation: object | None
+) -> Generation:
+    history.add_user(text)
+    generation = await chat.generate(
+        history.for_prompt(), lambda _: None, conversation=conversation
+    )
+    history.add_assistant(generation.text)
+    return generation
+
+
+QUESTIONS = [
+    "Hello there, how are you today? I wanted to ask you about the weather this week.",
+    "And what about tomorrow, will it rain in the afternoon or stay dry?",
+    "Thanks. One more thing: should I bring a coat to the station tonight?",
+]
+
+
+async def test_conversations_taking_turns_keep_their_own_evaluated_prefix(
+    tiny_models: Path,
+) -> None:
+    """Two sessions alternate on the one model: each turn evaluates only its new words, as
+    if it had the model to itself, and (greedy decoding) replies exactly the same words."""
+    alone = greedy_chat(tiny_models, n_ctx=1536)
+    shared = greedy_chat(tiny_models, n_ctx=1792)
+    try:
+        solo_history = ChatHistory("You are a test.")
+        solo = [await talk(alone, solo_history, q, solo_history) for q in QUESTIONS]
+
+        a, b = ChatHistory("You are a test."), ChatHistory("You are another test, for B.")
+        interleaved: list[Generation] = []
+        for question in QUESTIONS:
+            interleaved.append(await talk(shared, a, question, a))
+            await talk(shared, b, "Tell me a long story about " + question, b)
+        assert [g.text for g in interleaved] == [g.text for g in solo]
+        assert [g.prompt_tokens for g in interleaved] == [g.prompt_tokens for g in solo]
+        assert [g.prompt_tokens_evaluated for g in interleaved] == [
+            g.prompt_tokens_evaluated for g in solo
+        ]
+        for later in interleaved[1:]:  # the history before the new question was kept
+            assert later.prompt_tokens_evaluated < later.prompt_tokens * 0.6, later
+    finally:
+        alone.close()
+        shared.close()
+
+
+async def test_without_a_budget_for_saved_contexts_each_switch_evaluates_the_prompt(
+    tiny_models: Path,
+) -> None:
+    """The control for the test above: nothing kept, every other turn starts over."""
+    chat = greedy_chat(tiny_models, n_ctx=1280, saved_context_bytes=0)
+    try:
+        a, b = ChatHistory("You are a test."), ChatHistory("You are another test, for B.")
+        for question in QUESTIONS[:2]:
+            last_a = await talk(chat, a, question, a)
+            await talk(chat, b, question, b)
+        assert last_a.prompt_tokens_evaluated > last_a.prompt_tokens * 3 // 4
+    finally:
+        chat.close()
+
+
+async def test_a_finished_conversation_frees_its_saved_context(tiny_models: Path) -> None:
+    chat = greedy_chat(tiny_models, n_ctx=1024)
+    try:
+        a, b = ChatHistory("You are a test."), ChatHistory("You are another test.")
+        await talk(chat, a, QUESTIONS[0], a)
+        await talk(chat, b, QUESTIONS[0], b)  # a's context is saved now
+        assert chat.saved_context_bytes > 0
+        del a
+        gc.collect()
+        assert chat.saved_context_bytes == 0
     finally:
         chat.close()
