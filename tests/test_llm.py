@@ -99,9 +99,7 @@ async def test_long_conversation_trims_rarely_and_keeps_its_prefix(tiny_models: 
         chat.close()
 
 
-def greedy_chat(
-    tiny_models: Path, n_ctx: int, saved_context_bytes: int = 2 * 1024**3
-) -> ChatModel:
+def greedy_chat(tiny_models: Path, n_ctx: int, saved_context_bytes: int = 2 * 1024**3) -> ChatModel:
     """A ChatModel over a Llama of its own: the loader shares one `Llama` per file and
     context length within the process, so a distinct `n_ctx` gives a distinct one."""
     resolved = resolve_models(ModelConfig(models_dir=tiny_models, profile="tiny", offline=True))
