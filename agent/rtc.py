@@ -6,11 +6,36 @@ import asyncio
 import contextlib
 import logging
 
-from aiortc import RTCPeerConnection
+from aiortc import RTCDataChannel, RTCPeerConnection
 
 log = logging.getLogger(__name__)
 
 CONNECT_SETTLE_S = 2.0
+DRAIN_POLL_S = 0.01
+
+
+async def drain_channel(channel: RTCDataChannel | None, timeout: float) -> bool:
+    """Wait (at most `timeout`) until everything sent on `channel` has been acknowledged
+    by the peer. Closing the peer connection aborts the SCTP association at once, so a last
+    message still queued or in flight (the `closing` event) would otherwise be lost: the
+    page then reports a dropped connection instead of the server's reason."""
+    if channel is None or channel.readyState != "open":
+        return True
+    sctp = channel.transport
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        pending = (
+            channel.bufferedAmount
+            or getattr(sctp, "_data_channel_queue", None)
+            or getattr(sctp, "_outbound_queue", None)
+            or getattr(sctp, "_sent_queue", None)
+        )
+        if not pending:
+            return True
+        if loop.time() >= deadline:
+            return False
+        await asyncio.sleep(DRAIN_POLL_S)
 
 
 async def close_peer(pc: RTCPeerConnection) -> None:

@@ -19,11 +19,14 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from agent.audio import STT_RATE, Int16Array, MonoResampler
 from agent.lifetime import Lifetime
 from agent.playout import AgentAudioTrack
-from agent.rtc import close_peer
+from agent.rtc import close_peer, drain_channel
 
 log = logging.getLogger(__name__)
 
 EVENTS_CHANNEL = "events"
+CLOSING_DRAIN_S = 0.5
+"""How long a closing session waits for the peer to acknowledge its last events (a browser
+acknowledges within its 200 ms delayed-SACK timer; a vanished one never does)."""
 
 
 class AudioSink(Protocol):
@@ -124,6 +127,7 @@ class Session:
                 except Exception:
                     log.exception("session %s: closing the audio sink failed", self.id)
             self.output.stop()
+            await drain_channel(self._channel, CLOSING_DRAIN_S)
             await close_peer(self.pc)
         finally:
             self._closed.set()

@@ -6,10 +6,10 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from aiortc import RTCDtlsTransport, RTCPeerConnection, RTCSctpTransport
+from aiortc import RTCDataChannel, RTCDtlsTransport, RTCPeerConnection, RTCSctpTransport
 from aiortc.mediastreams import AudioStreamTrack
 
-from agent.rtc import close_peer
+from agent.rtc import close_peer, drain_channel
 
 
 async def offer_answer() -> tuple[RTCPeerConnection, RTCPeerConnection]:
@@ -111,3 +111,60 @@ async def test_a_failing_close_still_stops_senders_and_receivers(
     await callee.close()  # the transports, which the broken close never reached
     await wait_for_no_rtp_tasks()
     assert rtp_tasks() == [], callee_tasks
+
+
+async def connected_channels() -> tuple[
+    RTCPeerConnection, RTCPeerConnection, RTCDataChannel, asyncio.Queue[str]
+]:
+    """A caller and callee with an open data channel; the caller's messages land in a
+    queue. Returns (caller, callee, the callee's channel, the caller's inbox)."""
+    caller, callee = RTCPeerConnection(), RTCPeerConnection()
+    inbox: asyncio.Queue[str] = asyncio.Queue()
+    channel = caller.createDataChannel("events")
+    channel.on("message", inbox.put_nowait)
+    opened: asyncio.Future[RTCDataChannel] = asyncio.get_running_loop().create_future()
+
+    def on_datachannel(remote: RTCDataChannel) -> None:
+        remote.on("open", lambda: opened.done() or opened.set_result(remote))
+        if remote.readyState == "open" and not opened.done():
+            opened.set_result(remote)
+
+    callee.on("datachannel", on_datachannel)
+    await caller.setLocalDescription(await caller.createOffer())
+    await callee.setRemoteDescription(caller.localDescription)
+    await callee.setLocalDescription(await callee.createAnswer())
+    await caller.setRemoteDescription(callee.localDescription)
+    remote = await asyncio.wait_for(opened, 10)
+    return caller, callee, remote, inbox
+
+
+async def test_a_last_message_is_delivered_before_the_connection_closes() -> None:
+    """The `closing` event: sent, drained, then the association is aborted by close()."""
+    for attempt in range(5):
+        caller, callee, channel, inbox = await connected_channels()
+        try:
+            channel.send("x" * 2000)  # more than one SCTP chunk
+            channel.send(f"closing {attempt}")
+            assert await drain_channel(channel, timeout=2.0)
+            await close_peer(callee)
+            received = [await asyncio.wait_for(inbox.get(), 2) for _ in range(2)]
+            assert received[-1] == f"closing {attempt}"
+        finally:
+            await close_peer(callee)
+            await close_peer(caller)
+
+
+async def test_draining_a_channel_whose_peer_is_gone_gives_up_at_the_timeout() -> None:
+    caller, callee, channel, _ = await connected_channels()
+    try:
+        caller_transport = caller.sctp.transport.transport if caller.sctp else None
+        assert caller_transport is not None
+        await caller_transport.stop()  # the peer's network goes; no ABORT, no more SACKs
+        channel.send("anyone?")
+        started = asyncio.get_running_loop().time()
+        drained = await drain_channel(channel, timeout=0.2)
+        elapsed = asyncio.get_running_loop().time() - started
+        assert elapsed < 1.0
+        assert not drained or channel.readyState != "open"
+    finally:
+        await close_peer(callee)
