@@ -200,6 +200,10 @@ async function showServerInfo() {
   const models = $("models");
   try {
     const response = await fetch("/health", { cache: "no-store" });
+    if (response.status === 503) {
+      models.textContent = "The server is shutting down.";
+      return;
+    }
     if (!response.ok) throw new Error(`HTTP ${response.status}`);
     const health = await response.json();
     const info = health.models || {};
