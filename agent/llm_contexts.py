@@ -12,7 +12,7 @@ covers more of its prompt than what is in the cache, is copied back in. A copy c
 memory bandwidth only (about 32 kB per token for Llama 3.2 1B, 112 kB for 3B), a small
 fraction of evaluating the tokens again. Nothing is copied while one conversation has the
 model to itself. Saved sequences live as long as their conversation (weak references) and
-within a byte budget, least recently used first out.
+within a byte budget, the longest-saved first out (a restored context leaves the store).
 
 Everything here runs on the model's single worker thread, under ChatModel's lock.
 """

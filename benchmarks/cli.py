@@ -9,7 +9,6 @@ import datetime
 import logging
 import os
 import shlex
-import signal
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -141,46 +140,24 @@ async def launched(args: argparse.Namespace) -> AsyncIterator[None]:
     if not args.launch:
         yield
         return
+    from benchmarks import harness
+
     url = urlparse(args.url)
-    command = [
-        sys.executable, "-m", "agent", "serve",
-        "--host", url.hostname or "127.0.0.1",
-        "--port", str(url.port or 8080),
+    serve_args = [
         "--models", str(args.models),
         "--profile", args.profile,
         "--offline",
         "--endpoint-ms", str(args.endpoint_ms),
         "--max-reply-tokens", str(args.max_reply_tokens),
         "--max-sessions", str(max(max(args.sessions), 8)),
-        # Every bench session comes from this one address, all at once.
-        "--max-sessions-per-ip", "0",
-        "--offer-rate", "0",
     ]  # fmt: skip
-    args.out.mkdir(parents=True, exist_ok=True)
-    server_log = (args.out / "server.log").open("wb")
-    print(
-        f"starting the server ({shlex.join(command)}); its log: {server_log.name}", file=sys.stderr
-    )
-    child = await asyncio.create_subprocess_exec(
-        *command, stdout=asyncio.subprocess.PIPE, stderr=server_log
-    )
-    try:
-        assert child.stdout is not None
-        async with asyncio.timeout(600):
-            while b"ready" not in (line := await child.stdout.readline()):
-                if not line:
-                    raise RuntimeError(f"the server exited ({await child.wait()}) before ready")
+    async with harness.launched(
+        serve_args,
+        args.out / "server.log",
+        host=url.hostname or "127.0.0.1",
+        port=url.port or 8080,
+    ):
         yield
-    finally:
-        if child.returncode is None:
-            child.send_signal(signal.SIGTERM)
-            try:
-                async with asyncio.timeout(30):
-                    await child.wait()
-            except TimeoutError:
-                child.kill()
-                await child.wait()
-        server_log.close()
 
 
 async def bench(args: argparse.Namespace) -> int:

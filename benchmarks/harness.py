@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
+import shlex
 import signal
 import socket
 import statistics
@@ -34,6 +36,14 @@ that protect a public server would refuse it long before the global cap is reach
 ONE_ADDRESS_ENV = {"VOICE_AGENT_MAX_SESSIONS_PER_IP": "0", "VOICE_AGENT_OFFER_RATE": "0"}
 """The same for `voice-agent serve`, as environment variables (a server without these
 settings ignores them)."""
+
+
+def write_results(out: Path, data: dict[str, Any], summary: str) -> None:
+    """`results.json` and `summary.md` in `out`, and the summary on stdout."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(data, indent=2) + "\n")
+    (out / "summary.md").write_text(summary)
+    print(summary)
 
 
 def one_address_config(config: AppConfig) -> AppConfig:
@@ -77,15 +87,22 @@ def free_port() -> int:
 
 
 @contextlib.asynccontextmanager
-async def launched(serve_args: Sequence[str], log_path: Path) -> AsyncIterator[Launched]:
-    """`voice-agent serve` as a child process on a free loopback port, without the
-    per-address limits, ready before the body runs and stopped with SIGTERM after it."""
-    port = free_port()
+async def launched(
+    serve_args: Sequence[str],
+    log_path: Path,
+    *,
+    host: str = "127.0.0.1",
+    port: int | None = None,
+) -> AsyncIterator[Launched]:
+    """`voice-agent serve` as a child process (on a free loopback port unless told), without
+    the per-address limits, ready before the body runs and stopped with SIGTERM after it."""
+    port = port or free_port()
     command = [
-        sys.executable, "-m", "agent", "serve", "--host", "127.0.0.1", "--port", str(port),
+        sys.executable, "-m", "agent", "serve", "--host", host, "--port", str(port),
         *serve_args,
     ]  # fmt: skip
     log_path.parent.mkdir(parents=True, exist_ok=True)
+    print(f"starting the server ({shlex.join(command)}); its log: {log_path}", file=sys.stderr)
     with log_path.open("wb") as log:
         child = await asyncio.create_subprocess_exec(
             *command,
@@ -101,7 +118,7 @@ async def launched(serve_args: Sequence[str], log_path: Path) -> AsyncIterator[L
                         raise RuntimeError(
                             f"the server exited ({await child.wait()}); see {log_path}"
                         )
-            yield Launched(f"http://127.0.0.1:{port}", psutil.Process(child.pid))
+            yield Launched(f"http://{host}:{port}", psutil.Process(child.pid))
         finally:
             if child.returncode is None:
                 child.send_signal(signal.SIGTERM)

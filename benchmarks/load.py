@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime
-import json
 import shlex
 import sys
 import time
@@ -34,14 +33,13 @@ from typing import Any
 import aiohttp
 import numpy as np
 import psutil
-from aiortc import RTCPeerConnection
 
 from benchmarks import machine, runner
 from benchmarks.corpus import Utterance, default_corpus, load_directory
-from benchmarks.harness import cpu_seconds, launched, summarize
+from benchmarks.harness import cpu_seconds, launched, summarize, write_results
 from benchmarks.lag import scrape_lag
 from benchmarks.load_report import markdown
-from benchmarks.peer import AgentClient
+from benchmarks.peer import AgentClient, offer_sdp
 
 SETTLE_S = 2.0
 """After connecting clients: ICE, DTLS and the first seconds of media settle."""
@@ -181,18 +179,6 @@ async def talking_phase(
     return results
 
 
-async def valid_offer() -> str:
-    """An offer as the bench client makes it: the server refuses on the cap before it builds
-    a peer connection, so one offer can be sent many times."""
-    pc = RTCPeerConnection()
-    pc.createDataChannel("events")
-    pc.addTransceiver("audio", direction="sendrecv")
-    await pc.setLocalDescription(await pc.createOffer())
-    sdp: str = pc.localDescription.sdp
-    await pc.close()
-    return sdp
-
-
 @dataclass
 class Refusal:
     status: int
@@ -212,7 +198,7 @@ async def post_offer(http: aiohttp.ClientSession, url: str, sdp: str) -> Refusal
 async def over_cap_phase(
     settings: LoadSettings, http: aiohttp.ClientSession, progress: Progress
 ) -> dict[str, Any]:
-    sdp = await valid_offer()
+    sdp = await offer_sdp()  # refused at the cap before a peer exists: reusable
     clients: list[AgentClient] = []
     try:
         for _ in range(settings.cap):
@@ -341,11 +327,7 @@ async def load_command(args: argparse.Namespace) -> dict[str, Any]:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     data = asyncio.run(load_command(args))
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "results.json").write_text(json.dumps(data, indent=2) + "\n")
-    text = markdown(data)
-    (args.out / "summary.md").write_text(text)
-    print(text)
+    write_results(args.out, data, markdown(data))
     return 0
 
 

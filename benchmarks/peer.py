@@ -117,6 +117,18 @@ class ClientEvent:
     data: dict[str, Any]
 
 
+async def offer_sdp() -> str:
+    """An offer as a browser page makes it (an events channel and a two-way audio section),
+    from a peer connection closed at once: for requests that never connect."""
+    pc = RTCPeerConnection()
+    pc.createDataChannel("events")
+    pc.addTransceiver("audio", direction="sendrecv")
+    await pc.setLocalDescription(await pc.createOffer())
+    sdp: str = pc.localDescription.sdp
+    await pc.close()
+    return sdp
+
+
 class AgentClient:
     """One connection to a voice-agent server, driven like the web page drives it."""
 

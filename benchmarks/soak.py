@@ -19,7 +19,6 @@ import argparse
 import asyncio
 import datetime
 import gc
-import json
 import logging
 import shlex
 import sys
@@ -38,7 +37,14 @@ from aiortc import RTCPeerConnection
 from agent.config import AppConfig, ConversationConfig, ModelConfig
 from benchmarks import machine
 from benchmarks.corpus import Utterance, synthesize_utterance
-from benchmarks.harness import ProcessSnapshot, one_address_config, served, snapshot, summarize
+from benchmarks.harness import (
+    ProcessSnapshot,
+    one_address_config,
+    served,
+    snapshot,
+    summarize,
+    write_results,
+)
 from benchmarks.peer import AgentClient
 from signaling.sessions import SessionRegistry
 
@@ -366,11 +372,7 @@ def main() -> int:
     args.started = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
     logging.basicConfig(level=logging.WARNING)
     data = asyncio.run(soak_command(args))
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "results.json").write_text(json.dumps(data, indent=2) + "\n")
-    text = markdown(data)
-    (args.out / "summary.md").write_text(text)
-    print(text)
+    write_results(args.out, data, markdown(data))
     return 0
 
 

@@ -14,7 +14,6 @@ architectures (Piper medium, MMS-TTS eng) they cost what the real voices cost:
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -30,6 +29,7 @@ from agent.models.resolve import ResolvedModels
 from agent.models.synth import entry_path
 from agent.runtime import load_synthesizer
 from agent.tts import Synthesizer
+from benchmarks.harness import write_results
 from benchmarks.machine import describe, one_line
 from benchmarks.report import stats
 
@@ -146,13 +146,7 @@ def main() -> None:
     result = measure(args.models, args.repeats)
     machine = describe()
     command = f"python -m benchmarks.tts --models DIR --repeats {args.repeats}"
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "results.json").write_text(
-        json.dumps({"machine": machine, **result}, indent=2) + "\n"
-    )
-    text = markdown(result, machine, command)
-    (args.out / "summary.md").write_text(text)
-    print(text)
+    write_results(args.out, {"machine": machine, **result}, markdown(result, machine, command))
 
 
 if __name__ == "__main__":

@@ -6,21 +6,14 @@ import json
 
 import aiohttp
 import pytest
-from aiortc import RTCPeerConnection
 
-from benchmarks.peer import AgentClient
+from benchmarks.peer import AgentClient, offer_sdp
 from tests.conftest import ServerFactory
 from tests.test_transport import RecordingPipeline
 
 
 async def browser_like_offer() -> str:
-    pc = RTCPeerConnection()
-    pc.createDataChannel("events")
-    pc.addTransceiver("audio", direction="sendrecv")
-    await pc.setLocalDescription(await pc.createOffer())
-    sdp: str = pc.localDescription.sdp
-    await pc.close()
-    return sdp
+    return await offer_sdp()
 
 
 def without_lines(sdp: str, prefix: str) -> str:

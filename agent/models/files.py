@@ -21,6 +21,14 @@ def require_file(path: Path, what: str) -> None:
         raise ModelError(f"{what} is empty: {path}")
 
 
+def require_dir(path: Path, name: str, layout: str) -> None:
+    """`path` is a directory: `name` says whose, `layout` what it should hold."""
+    if not path.exists():
+        raise ModelError(f"{name} model directory not found: {path}")
+    if not path.is_dir():
+        raise ModelError(f"{name} model must be a {layout}, not a file: {path}")
+
+
 def read_json(path: Path, what: str) -> dict[str, Any]:
     require_file(path, what)
     try:

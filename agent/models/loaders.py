@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 from agent.models import ModelError
 from agent.models.device import DeviceInfo
-from agent.models.files import read_gguf_header, read_json, require_file
+from agent.models.files import read_gguf_header, read_json, require_dir, require_file
 from agent.vad import SileroVad, silero_model_path
 
 logger = logging.getLogger(__name__)
@@ -124,13 +124,7 @@ def _is_synthetic(path: Path, _mtime_ns: int, _size: int) -> bool:
 
 
 def check_whisper_dir(path: Path) -> None:
-    if not path.exists():
-        raise ModelError(f"Whisper model directory not found: {path}")
-    if not path.is_dir():
-        raise ModelError(
-            f"Whisper model must be a CTranslate2 directory (model.bin, config.json, "
-            f"tokenizer.json), not a file: {path}"
-        )
+    require_dir(path, "Whisper", "CTranslate2 directory (model.bin, config.json, tokenizer.json)")
     require_file(path / "model.bin", "Whisper model file")
     read_json(path / "config.json", "Whisper config")
     require_file(path / "tokenizer.json", "Whisper tokenizer")
@@ -232,13 +226,7 @@ MMS_EXTRA_HINT = 'pip install torch==2.13.0 "voice-agent[mms]"'
 
 def check_mms_dir(path: Path) -> dict[str, Any]:
     """An MMS-TTS model directory as the hub lays it out; returns its config."""
-    if not path.exists():
-        raise ModelError(f"MMS-TTS model directory not found: {path}")
-    if not path.is_dir():
-        raise ModelError(
-            f"MMS-TTS model must be a directory (config.json, model.safetensors, vocab.json), "
-            f"not a file: {path}"
-        )
+    require_dir(path, "MMS-TTS", "directory (config.json, model.safetensors, vocab.json)")
     config = read_json(path / "config.json", "MMS-TTS config")
     if config.get("model_type") != "vits":
         raise ModelError(f"not an MMS-TTS (VITS) model: {path / 'config.json'}")
