@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 from agent import __version__
 from agent.config import AppConfig, config_from_args
-from agent.flags import add_server_arguments
+from agent.config.flags import add_server_arguments
 from agent.models.cli import register as register_models
 from benchmarks.cli import register as register_bench
 
@@ -46,7 +46,7 @@ def run_serve(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"voice-agent: {exc}", file=sys.stderr)
         return 2
-    from agent.server import serve
+    from agent.app.server import serve
 
     return asyncio.run(serve(config))
 

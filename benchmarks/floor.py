@@ -24,14 +24,15 @@ from typing import Any
 
 import numpy as np
 
+from agent.app.runtime import Runtime
 from agent.audio import STT_RATE, resample_pcm
-from agent.chunker import SpeechChunker
 from agent.config import AppConfig, ConversationConfig, ModelConfig
-from agent.llm import ChatHistory, ChatModel
-from agent.runtime import Runtime
-from agent.stt import Transcriber
-from agent.tts import Synthesizer
-from agent.vad import SpeechEnded, StreamingVad, VadSettings
+from agent.dialogue.history import ChatHistory
+from agent.stages.chunker import SpeechChunker
+from agent.stages.llm.llama import ChatModel
+from agent.stages.stt import Transcriber
+from agent.stages.tts import Synthesizer
+from agent.turntaking.vad import SpeechEnded, StreamingVad, VadSettings
 from benchmarks.corpus import Utterance
 
 log = logging.getLogger(__name__)

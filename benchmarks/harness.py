@@ -22,8 +22,8 @@ from typing import Any
 import psutil
 from aiohttp import web
 
+from agent.app.pipeline import Pipeline
 from agent.config import AppConfig
-from agent.pipeline import Pipeline
 from signaling.app import SESSIONS_KEY, create_app
 from signaling.sessions import SessionRegistry
 

@@ -21,7 +21,7 @@ from aiohttp import web
 from agent.audio import OUTPUT_RATE, Int16Array
 from agent.config import AppConfig
 from agent.metrics import Metrics
-from agent.session import AudioSink, Session
+from agent.transport.session import AudioSink, Session
 from benchmarks.machine import describe, one_line
 from benchmarks.peer import AgentClient
 from signaling.app import create_app

@@ -18,7 +18,7 @@ from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from agent.audio import OUTPUT_RATE, Int16Array, MonoResampler, pcm_to_frame
-from agent.rtc import close_peer
+from agent.transport.rtc import close_peer
 
 MIC_RATE = 48_000
 MIC_FRAME = MIC_RATE // 50

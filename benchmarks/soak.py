@@ -317,7 +317,7 @@ def markdown(data: dict[str, Any]) -> str:
 
 
 async def soak_command(args: argparse.Namespace) -> dict[str, Any]:
-    from agent.runtime import Runtime
+    from agent.app.runtime import Runtime
 
     config = one_address_config(
         AppConfig(

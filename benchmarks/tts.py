@@ -20,15 +20,15 @@ from typing import Any
 
 import numpy as np
 
-from agent.chunker import SpeechChunker
+from agent.app.runtime import load_synthesizer
 from agent.languages import ENGLISH
 from agent.models.device import detect_device
 from agent.models.entries import TtsEngine
 from agent.models.registry import entry_for, get_profile
 from agent.models.resolve import ResolvedModels
 from agent.models.synth import entry_path
-from agent.runtime import load_synthesizer
-from agent.tts import Synthesizer
+from agent.stages.chunker import SpeechChunker
+from agent.stages.tts import Synthesizer
 from benchmarks.harness import write_results
 from benchmarks.machine import describe, one_line
 from benchmarks.report import stats

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from agent.config import ServerConfig
-from agent.config_checks import is_loopback_host, normalize_origin
+from agent.config.checks import is_loopback_host, normalize_origin
 
 PUBLIC_ROUTES = frozenset({"page", "static", "health"})
 """Route names that need no token and no Origin check."""

@@ -11,8 +11,8 @@ from pathlib import Path
 
 from aiohttp import web
 
+from agent.app.pipeline import Pipeline
 from agent.config import AppConfig
-from agent.pipeline import Pipeline
 from signaling.access import ACCESS_KEY, AccessPolicy, access_middleware
 from signaling.ice import browser_ice_servers
 from signaling.limits import RateLimiter

@@ -19,7 +19,7 @@ from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSession
 from aiortc import sdp as aiortc_sdp
 
 from agent.config import ServerConfig
-from agent.session import Session, SinkFactory
+from agent.transport.session import Session, SinkFactory
 from signaling.ice import HostAddressFilter, IceFilterError
 
 log = logging.getLogger(__name__)

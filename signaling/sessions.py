@@ -9,7 +9,7 @@ from collections import Counter
 from collections.abc import Iterator
 from typing import Literal
 
-from agent.session import Session
+from agent.transport.session import Session
 
 log = logging.getLogger(__name__)
 

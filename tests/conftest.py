@@ -14,9 +14,9 @@ import pytest_asyncio
 from aiohttp import web
 from aiortc import RTCPeerConnection
 
+from agent.app.pipeline import Pipeline
 from agent.audio import Int16Array
 from agent.config import AppConfig, ServerConfig
-from agent.pipeline import Pipeline
 from signaling.app import SESSIONS_KEY, create_app
 from signaling.sessions import SessionRegistry
 

@@ -12,8 +12,8 @@ from typing import Any
 import numpy as np
 
 from agent.audio import STT_RATE, Int16Array
-from agent.llm import Generation, Message
-from agent.stt import Transcript
+from agent.stages.llm import Generation, Message
+from agent.stages.stt import Transcript
 
 
 @dataclass

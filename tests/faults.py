@@ -13,14 +13,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from agent.app.runtime import Runtime
 from agent.audio import Int16Array
-from agent.llm import ChatModel
-from agent.runtime import Runtime
-from agent.session import Session
-from agent.stt import Transcriber, Transcript
+from agent.dialogue.turn import TurnDeps
+from agent.stages.llm.llama import ChatModel
+from agent.stages.stt import Transcriber, Transcript
+from agent.stages.tts import Synthesizer
 from agent.threads import run_in
-from agent.tts import Synthesizer
-from agent.turn import TurnDeps
+from agent.transport.session import Session
 
 
 class Fault(enum.Enum):

@@ -157,7 +157,7 @@ async def test_bench_against_the_tiny_app(
 ) -> None:
     """The real client, corpus, floor and report against the app serving the tiny models:
     the client's mouth-to-ear is positive and covers the server's whole share."""
-    from agent.runtime import Runtime
+    from agent.app.runtime import Runtime
 
     conversation = ConversationConfig(max_reply_tokens=24)
     config = AppConfig(

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.chunker import SpeechChunker, clean_for_speech
+from agent.stages.chunker import SpeechChunker, clean_for_speech
 
 
 def chunk_all(deltas: list[str], **kwargs: int) -> list[str]:

@@ -15,10 +15,10 @@ import pytest_asyncio
 
 from agent.audio import Int16Array
 from agent.config import ConversationConfig
-from agent.conversation import Conversation
+from agent.dialogue.conversation import Conversation
+from agent.dialogue.turn import TurnDeps
 from agent.metrics import Metrics
-from agent.turn import TurnDeps
-from agent.vad import SpeechEnded, SpeechStarted, TurnSegmenter, VadSettings
+from agent.turntaking.vad import SpeechEnded, SpeechStarted, TurnSegmenter, VadSettings
 from tests.fakes import EventLog, RecordingTrack, ScriptedChat, ScriptedTranscriber, ToneSynthesizer
 
 WINDOW = 512

@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 import pytest_asyncio
 
+from agent.app.runtime import Runtime
 from agent.config import AppConfig, ConversationConfig, ModelConfig
-from agent.conversation import Conversation
+from agent.dialogue.conversation import Conversation
 from agent.events import TurnMetrics
-from agent.runtime import Runtime
 from benchmarks.peer import AgentClient
 from tests.conftest import ServerFactory, espeak
 

@@ -17,7 +17,7 @@ import pytest_asyncio
 
 from agent.audio import Int16Array
 from agent.config import AppConfig, ConversationConfig, ModelConfig
-from agent.conversation import Conversation
+from agent.dialogue.conversation import Conversation
 from benchmarks.peer import AgentClient
 from tests.conftest import ServerFactory, espeak
 from tests.faults import Fault, FaultScript, FaultyRuntime, SessionFaults

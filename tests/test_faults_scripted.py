@@ -19,12 +19,12 @@ import pytest_asyncio
 
 from agent.audio import STT_RATE, Int16Array
 from agent.config import ConversationConfig
-from agent.conversation import Conversation
-from agent.stages import StageRunner
-from agent.stt import Transcript
+from agent.dialogue.conversation import Conversation
+from agent.dialogue.turn import TurnDeps
+from agent.stages.deadlines import StageRunner
+from agent.stages.stt import Transcript
 from agent.threads import run_in
-from agent.turn import TurnDeps
-from agent.vad import SpeechEnded, SpeechStarted, TurnEvent
+from agent.turntaking.vad import SpeechEnded, SpeechStarted, TurnEvent
 from tests.fakes import EventLog, RecordingTrack, ScriptedChat, ScriptedTranscriber, ToneSynthesizer
 
 

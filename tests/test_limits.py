@@ -15,12 +15,12 @@ import pytest
 from aiohttp.test_utils import make_mocked_request
 
 from agent.config import ConversationConfig, ServerConfig
-from agent.conversation import Conversation
-from agent.lifetime import Lifetime
+from agent.dialogue.conversation import Conversation
+from agent.dialogue.turn import TurnDeps
 from agent.metrics import Metrics
-from agent.session import AudioSink, Session
-from agent.turn import TurnDeps
-from agent.vad import StreamingVad, VadSettings
+from agent.transport.lifetime import Lifetime
+from agent.transport.session import AudioSink, Session
+from agent.turntaking.vad import StreamingVad, VadSettings
 from benchmarks.peer import AgentClient
 from signaling.access import AccessPolicy, client_key
 from signaling.limits import RateLimiter

@@ -11,10 +11,12 @@ from pathlib import Path
 import pytest
 
 from agent.config import ModelConfig
-from agent.llm import ChatHistory, ChatModel, Generation
+from agent.dialogue.history import ChatHistory
 from agent.models.device import detect_device
 from agent.models.loaders import load_llama
 from agent.models.resolve import resolve_models
+from agent.stages.llm import Generation
+from agent.stages.llm.llama import ChatModel
 
 
 @pytest.fixture

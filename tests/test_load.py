@@ -63,7 +63,7 @@ async def test_a_blocked_event_loop_shows_in_the_lag_histogram(
 @pytest.mark.slow
 @pytest.mark.timeout(300)
 async def test_load_harness_small(tiny_models: Path, tmp_path: Path) -> None:
-    from agent.runtime import Runtime
+    from agent.app.runtime import Runtime
 
     config = one_address_config(
         AppConfig(

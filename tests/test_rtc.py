@@ -1,5 +1,5 @@
-"""agent.rtc.close_peer: a peer connection closed at any moment of its setup leaves no task
-behind, even when aiortc's own close() fails."""
+"""agent.transport.rtc.close_peer: a peer connection closed at any moment of its setup leaves
+no task behind, even when aiortc's own close() fails."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from aiortc import RTCDataChannel, RTCDtlsTransport, RTCPeerConnection, RTCSctpTransport
 from aiortc.mediastreams import AudioStreamTrack
 
-from agent.rtc import close_peer, drain_channel
+from agent.transport.rtc import close_peer, drain_channel
 
 
 async def offer_answer() -> tuple[RTCPeerConnection, RTCPeerConnection]:

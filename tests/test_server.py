@@ -1,4 +1,4 @@
-"""agent.server: the address it prints, and what a second shutdown signal does."""
+"""agent.app.server: the address it prints, and what a second shutdown signal does."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from dataclasses import replace
 
 import pytest
 
+from agent.app.server import FORCED_EXIT_CODE, ShutdownSignals, page_url
 from agent.config import AppConfig, ServerConfig
-from agent.server import FORCED_EXIT_CODE, ShutdownSignals, page_url
 
 
 def config(**server: object) -> AppConfig:

@@ -22,10 +22,10 @@ import pytest
 import pytest_asyncio
 from aiortc import RTCPeerConnection
 
+from agent.app.runtime import Runtime
 from agent.audio import Int16Array
 from agent.config import AppConfig, ConversationConfig, ModelConfig
-from agent.runtime import Runtime
-from agent.session import Session
+from agent.transport.session import Session
 from benchmarks.peer import AgentClient
 from signaling.sessions import SessionRegistry
 from tests.conftest import ServerFactory, espeak

@@ -20,7 +20,7 @@ MAX_RSS_GROWTH_MB = 10.0
 
 
 async def test_fifty_cycles_leak_nothing(tiny_models: Path, tmp_path: Path) -> None:
-    from agent.runtime import Runtime
+    from agent.app.runtime import Runtime
 
     config = one_address_config(
         AppConfig(

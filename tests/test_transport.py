@@ -12,7 +12,7 @@ import pytest
 
 from agent.audio import OUTPUT_RATE, STT_RATE, Int16Array, resample_pcm
 from agent.metrics import Metrics
-from agent.session import AudioSink, Session
+from agent.transport.session import AudioSink, Session
 from benchmarks.peer import AgentClient
 from tests.conftest import ServerFactory
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from agent.app.runtime import load_synthesizer
 from agent.config import ConversationConfig, ModelConfig
 from agent.languages import ENGLISH, parse_language
 from agent.models import ModelError
@@ -17,8 +18,7 @@ from agent.models.loaders import clear_cache, load_mms
 from agent.models.pull import pull_command
 from agent.models.registry import entry_for, get_profile, tts_engine
 from agent.models.resolve import resolve_models
-from agent.runtime import load_synthesizer
-from agent.tts.mms import MmsSynthesizer
+from agent.stages.tts.mms import MmsSynthesizer
 
 FRENCH = parse_language("fr")
 

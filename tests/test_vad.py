@@ -12,7 +12,7 @@ import pytest
 
 from agent.audio import STT_RATE, Int16Array, resample_pcm
 from agent.config import ConversationConfig
-from agent.vad import (
+from agent.turntaking.vad import (
     SileroVad,
     SpeechEnded,
     SpeechStarted,

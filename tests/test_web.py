@@ -219,7 +219,7 @@ def subsequence(items: list[str], wanted: list[str]) -> bool:
 @asynccontextmanager
 async def tiny_runtime(tiny_models: Path) -> AsyncIterator[Any]:
     pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed")
-    from agent.runtime import Runtime
+    from agent.app.runtime import Runtime
 
     config = AppConfig(models=ModelConfig(models_dir=tiny_models, profile="tiny", offline=True))
     # A short reply, so the turn finishes before the looping microphone speaks again.

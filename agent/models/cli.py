@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from agent.flags import add_models_dir_argument
+from agent.config.flags import add_models_dir_argument
 from agent.languages import Language, parse_language
 from agent.models import ModelError
 from agent.models.entries import ModelEntry

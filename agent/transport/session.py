@@ -17,9 +17,9 @@ from aiortc import RTCDataChannel, RTCPeerConnection
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from agent.audio import STT_RATE, Int16Array, MonoResampler
-from agent.lifetime import Lifetime
-from agent.playout import AgentAudioTrack
-from agent.rtc import close_peer, drain_channel
+from agent.transport.lifetime import Lifetime
+from agent.transport.playout import AgentAudioTrack
+from agent.transport.rtc import close_peer, drain_channel
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """One reply: transcribe the user's utterance, stream the LLM's answer through the chunker,
 synthesize each chunk as soon as it exists and write it to the agent's track. The whole
 turn is one task; barge-in is one cancel of it. Each model stage runs under the session's
-stage deadline (agent/stages.py): a stage that fails or stalls fails the turn."""
+stage deadline (agent/stages/deadlines.py): a stage that fails or stalls fails the turn."""
 
 from __future__ import annotations
 
@@ -15,14 +15,15 @@ from typing import Any, Protocol
 
 from agent import events
 from agent.audio import Int16Array
-from agent.chunker import SpeechChunker
+from agent.dialogue.history import ChatHistory
 from agent.events import TurnMetrics
-from agent.llm import ChatHistory, Generation, Message
-from agent.playout import AgentAudioTrack
-from agent.stages import StageRunner
-from agent.stt import Transcript
+from agent.stages.chunker import SpeechChunker
+from agent.stages.deadlines import StageRunner
+from agent.stages.llm import Generation, Message
+from agent.stages.stt import Transcript
+from agent.stages.tts import Synthesizer
 from agent.threads import run_in
-from agent.tts import Synthesizer
+from agent.transport.playout import AgentAudioTrack
 
 EmitEvent = Callable[[dict[str, Any]], None]
 

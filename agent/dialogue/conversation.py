@@ -5,7 +5,7 @@ States, from the user's point of view: listening (nothing happening), user speak
 thinking (a turn runs, no audio yet), speaking (agent audio playing). The agent is "busy"
 while a turn task exists; user speech of `barge_in_ms` while it is busy cancels that task.
 
-A turn whose model stage fails or stalls (agent/stages.py) reports an error event and the
+A turn whose model stage fails or stalls (agent/stages/deadlines.py) reports an error event and the
 conversation keeps listening; after `max_failed_turns` such turns in a row it asks, through
 `on_fatal`, for the session to be closed. Barge-in and no-speech turns count neither way.
 """
@@ -25,12 +25,12 @@ import numpy as np
 from agent import events
 from agent.audio import STT_RATE, Int16Array
 from agent.config import ConversationConfig
-from agent.llm import ChatHistory
+from agent.dialogue.history import ChatHistory
+from agent.dialogue.turn import Outcome, ReplyTurn, StageError, TurnDeps
 from agent.metrics import Metrics
-from agent.stages import StageRunner, StageTimeout
+from agent.stages.deadlines import StageRunner, StageTimeout
 from agent.threads import run_in
-from agent.turn import Outcome, ReplyTurn, StageError, TurnDeps
-from agent.vad import SpeechEnded, SpeechStarted, TurnEvent
+from agent.turntaking.vad import SpeechEnded, SpeechStarted, TurnEvent
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 from agent.metrics import Metrics
-from agent.session import AudioSink, Session
+from agent.transport.session import AudioSink, Session
 
 
 class Pipeline(Protocol):

@@ -2,7 +2,7 @@
 
 The model's context is used by one generation at a time (a `Llama` must not be used by two
 threads at once); turns queue for it and their wait is measured. Each conversation's
-evaluated prefix is kept across other conversations' turns (agent/llm_contexts.py).
+evaluated prefix is kept across other conversations' turns (agent/stages/llm/contexts.py).
 Prompts are rendered with the GGUF's own chat template and tokenized here, so the tokens
 llama.cpp must evaluate (the part not covered by the cached prefix) are known exactly.
 """
@@ -13,38 +13,21 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Any
 
-from agent.llm_contexts import DEFAULT_BUDGET_BYTES, ConversationContexts
+from agent.stages.llm import DeltaCallback, Generation, Message
+from agent.stages.llm.contexts import DEFAULT_BUDGET_BYTES, ConversationContexts
 from agent.threads import wait_uncancelled
 
 log = logging.getLogger(__name__)
-
-Message = dict[str, str]
-DeltaCallback = Callable[[str], None]
 
 TRIM_TO = 0.6
 """Share of the context a trimmed history is cut down to."""
 
 # Chat formats whose end-of-turn marker is not the vocabulary's end-of-generation token.
 EXTRA_STOPS = ("<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>")
-
-
-@dataclass
-class Generation:
-    text: str
-    prompt_tokens: int
-    prompt_tokens_evaluated: int
-    completion_tokens: int
-    queue_wait_s: float
-    first_token_at: float | None
-    """Wall time of the first text delta, or None when nothing was generated."""
-    dropped_messages: int = 0
-    """Oldest messages (after the system prompt) left out to fit the context: the caller
-    drops them from its history too, so that the next prompt starts with the same tokens."""
 
 
 class ChatModel:
@@ -76,7 +59,7 @@ class ChatModel:
 
     @property
     def saved_context_bytes(self) -> int:
-        """Memory held by conversations' saved contexts (see agent/llm_contexts.py)."""
+        """Memory held by conversations' saved contexts (see agent/stages/llm/contexts.py)."""
         return self._contexts.saved_bytes
 
     @property
@@ -210,30 +193,3 @@ def _token_text(llama: Any, token: int) -> str:
         return ""
     text: str = llama._model.token_get_text(token)
     return text
-
-
-class ChatHistory:
-    """One session's conversation: the system prompt, then alternating user and assistant
-    messages. An interrupted reply is kept as the text the user actually heard."""
-
-    def __init__(self, system_prompt: str) -> None:
-        self.messages: list[Message] = [{"role": "system", "content": system_prompt}]
-
-    def add_user(self, text: str) -> None:
-        if self.messages[-1]["role"] == "user":
-            # A user turn whose reply never started: merge, keep the roles alternating.
-            self.messages[-1]["content"] += " " + text
-        else:
-            self.messages.append({"role": "user", "content": text})
-
-    def add_assistant(self, text: str) -> None:
-        if text:
-            self.messages.append({"role": "assistant", "content": text})
-
-    def for_prompt(self) -> list[Message]:
-        return [dict(m) for m in self.messages]
-
-    def drop_oldest(self, count: int) -> None:
-        """Forget the `count` oldest messages after the system prompt (see ChatModel.fit)."""
-        if count > 0:
-            del self.messages[1 : 1 + count]

@@ -13,20 +13,20 @@ from typing import Any
 import numpy as np
 
 from agent.config import AppConfig
-from agent.conversation import Conversation
-from agent.llm import ChatModel
+from agent.dialogue.conversation import Conversation
+from agent.dialogue.turn import TurnDeps
 from agent.metrics import Metrics
 from agent.models.device import DeviceInfo, detect_device
 from agent.models.loaders import load_llama, load_mms, load_piper, load_whisper
 from agent.models.resolve import ResolvedModels, models_health, resolve_models
-from agent.session import AudioSink, Session
-from agent.stt import Transcriber
+from agent.stages.llm.llama import ChatModel
+from agent.stages.stt import Transcriber
+from agent.stages.tts import Synthesizer
+from agent.stages.tts.mms import MmsSynthesizer
+from agent.stages.tts.piper import PiperSynthesizer
 from agent.threads import run_in
-from agent.tts import Synthesizer
-from agent.tts.mms import MmsSynthesizer
-from agent.tts.piper import PiperSynthesizer
-from agent.turn import TurnDeps
-from agent.vad import SileroVad, StreamingVad, VadSettings
+from agent.transport.session import AudioSink, Session
+from agent.turntaking.vad import SileroVad, StreamingVad, VadSettings
 
 log = logging.getLogger(__name__)
 

@@ -17,10 +17,10 @@ from urllib.parse import quote
 
 from aiohttp import web
 
+from agent.app.runtime import Runtime
 from agent.config import AppConfig
-from agent.config_checks import is_loopback_host
+from agent.config.checks import is_loopback_host
 from agent.models import ModelError
-from agent.runtime import Runtime
 from signaling.app import SESSIONS_KEY, create_app
 
 log = logging.getLogger(__name__)

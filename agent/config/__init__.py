@@ -1,5 +1,5 @@
 """Every setting, as frozen dataclasses, and `config_from_args`: the one place that turns
-the parsed flags (agent/flags.py, whose defaults come from `VOICE_AGENT_*` environment
+the parsed flags (agent/config/flags.py, whose defaults come from `VOICE_AGENT_*` environment
 variables) into them. Everything else receives these dataclasses."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from urllib.parse import unquote
 
 import platformdirs
 
-from agent import config_checks as checks
+from agent.config import checks
 from agent.languages import ENGLISH, Language, parse_language
 
 DEFAULT_SYSTEM_PROMPT = (

@@ -1,5 +1,5 @@
 """Parsers and checks for the access and network settings: pure functions of the values
-that `agent/config.py` read, raising ValueError with the flag's name in the message.
+that `agent/config/` read, raising ValueError with the flag's name in the message.
 Nothing here reads flags or the environment."""
 
 from __future__ import annotations
