@@ -7,7 +7,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 Message = dict[str, str]
-DeltaCallback = Callable[[str], None]
+DeltaCallback = Callable[[str], "bool | None"]
+"""Gets each text piece of a reply on the event loop; returns True once it wants no more (the
+reply has enough sentences): the backend then stops generating, as soon as it can."""
+
+FinishReason = str
+"""Why a generation ended: "stop" (the model ended its reply), "length" (the token ceiling),
+"enough" (the caller's `on_delta` asked to stop)."""
 
 
 @dataclass
@@ -19,6 +25,7 @@ class Generation:
     queue_wait_s: float
     first_token_at: float | None
     """Wall time of the first text delta, or None when nothing was generated."""
+    finish_reason: FinishReason = "stop"
     dropped_messages: int = 0
     """Oldest messages (after the system prompt) left out to fit the context: the caller
     drops them from its history too, so that the next prompt starts with the same tokens."""

@@ -13,7 +13,7 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -111,24 +111,34 @@ class ChatModel:
         async with self._lock:
             queue_wait = time.perf_counter() - waited_from
             stop = threading.Event()
+            enough = threading.Event()
             first_token_at: list[float] = []
 
             def deliver(piece: str) -> None:
+                if enough.is_set():
+                    return  # already in flight when the caller had enough
                 if not first_token_at:
                     first_token_at.append(time.time())
-                on_delta(piece)
+                if on_delta(piece):
+                    enough.set()
 
             def emit(piece: str) -> None:
                 loop.call_soon_threadsafe(deliver, piece)
 
             future = loop.run_in_executor(
-                self._executor, self._generate, messages, emit, stop, max_tokens, conversation
+                self._executor,
+                self._generate,
+                messages,
+                emit,
+                _Either(stop, enough),
+                max_tokens,
+                conversation,
             )
             try:
                 done = await wait_uncancelled(future, on_cancel=stop.set)
             finally:
                 stop.set()
-        text, prompt_tokens, evaluated, completion_tokens, dropped = done
+        text, prompt_tokens, evaluated, completion_tokens, dropped, finish = done
         # Every delta was scheduled with call_soon_threadsafe before the worker returned, so
         # the loop ran them all before this coroutine resumed.
         return Generation(
@@ -138,17 +148,18 @@ class ChatModel:
             completion_tokens=completion_tokens,
             queue_wait_s=queue_wait,
             first_token_at=first_token_at[0] if first_token_at else None,
+            finish_reason="enough" if enough.is_set() else finish,
             dropped_messages=dropped,
         )
 
     def _generate(
         self,
         messages: list[Message],
-        emit: DeltaCallback,
-        stop: threading.Event,
+        emit: Callable[[str], None],
+        stop: _Either,
         max_tokens: int | None,
         conversation: object | None,
-    ) -> tuple[str, int, int, int, int]:
+    ) -> tuple[str, int, int, int, int, str]:
         llama = self._llama
         tokens, dropped = self.fit(messages)
         self._contexts.switch_to(conversation, tokens)
@@ -157,6 +168,7 @@ class ChatModel:
         evaluated = max(len(tokens) - cached, 1)
         pieces: list[str] = []
         completion_tokens = 0
+        finish = "stop"
         stream = llama.create_completion(
             prompt=tokens,
             max_tokens=max_tokens or self.max_reply_tokens,
@@ -170,13 +182,15 @@ class ChatModel:
                 if stop.is_set():
                     break
                 completion_tokens += 1
-                piece = chunk["choices"][0]["text"]
+                choice = chunk["choices"][0]
+                finish = choice.get("finish_reason") or finish
+                piece = choice["text"]
                 if piece:
                     pieces.append(piece)
                     emit(piece)
         finally:
             stream.close()
-        return "".join(pieces), len(tokens), evaluated, completion_tokens, dropped
+        return "".join(pieces), len(tokens), evaluated, completion_tokens, dropped, finish
 
     async def warm_up(self) -> float:
         started = time.perf_counter()
@@ -186,6 +200,16 @@ class ChatModel:
             max_tokens=4,
         )
         return time.perf_counter() - started
+
+
+class _Either:
+    """Set when either event is: the turn was cancelled, or it has enough of the reply."""
+
+    def __init__(self, *events: threading.Event) -> None:
+        self._events = events
+
+    def is_set(self) -> bool:
+        return any(event.is_set() for event in self._events)
 
 
 def _token_text(llama: Any, token: int) -> str:
