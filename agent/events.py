@@ -48,14 +48,29 @@ def agent_speech_end(turn_id: int) -> dict[str, Any]:
     return {"type": "agent_speech_end", "turn": turn_id}
 
 
-def interrupted(turn_id: int, heard: str, *, false_interruption: bool = False) -> dict[str, Any]:
+def turn_pending(turn_id: int, probability: float | None, reason: str) -> dict[str, Any]:
+    """The user paused, but the turn does not look finished (`reason`: "prosody", Smart
+    Turn's verdict, or "words", the transcript stops mid-phrase): the agent waits."""
+    return {
+        "type": "turn_pending",
+        "turn": turn_id,
+        "probability": None if probability is None else round(probability, 3),
+        "reason": reason,
+    }
+
+
+def interrupted(
+    turn_id: int, heard: str, *, false_interruption: bool = False, resumed: bool = False
+) -> dict[str, Any]:
     """`heard` is the agent's text that was actually played before the user cut in. A false
-    interruption is user sound that stopped the agent but was too short to be a turn."""
+    interruption is a sound that paused the agent but was not the user taking the turn (a
+    cough, a backchannel, its own echo); `resumed`: the agent went on where it paused."""
     return {
         "type": "interrupted",
         "turn": turn_id,
         "heard": heard,
         "false_interruption": false_interruption,
+        "resumed": resumed,
     }
 
 
@@ -81,6 +96,17 @@ class TurnMetrics:
     """Prompt tokens not covered by the reused prefix: the ones the model had to evaluate."""
     completion_tokens: int | None = None
     stt_audio_ms: float | None = None
+    stt_ms: float | None = None
+    """How long speech recognition took (the call, not relative to end of speech)."""
+    endpoint: str | None = None
+    """What ended the turn: "semantic", "silence", "ceiling" or "forced"."""
+    turn_probability: float | None = None
+    """Smart Turn's P(complete) at the pause that ended the turn."""
+    speculation: str | None = None
+    """"used": the reply prepared in the pause was ready when the turn ended; "late": it was
+    still being prepared; "none": no speculation."""
+    reply_sentences: int | None = None
+    finish_reason: str | None = None
     interrupted: bool = False
 
     STAGES = (

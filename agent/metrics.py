@@ -47,6 +47,36 @@ class Metrics:
             buckets=(8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096),
             registry=self.registry,
         )
+        self.false_interruptions = Counter(
+            "voice_agent_false_interruptions",
+            "Sounds over the agent that paused it but were not the user taking the turn "
+            "(noise, a backchannel, its own echo): it resumed.",
+            registry=self.registry,
+        )
+        self.endpoints = Counter(
+            "voice_agent_endpoints",
+            "Ends of user turns, by what decided them (semantic, silence, ceiling, forced).",
+            ["kind"],
+            registry=self.registry,
+        )
+        self.turn_model_seconds = Histogram(
+            "voice_agent_turn_model_seconds",
+            "Time of one end-of-turn model (Smart Turn) call, queue included.",
+            buckets=LATENCY_BUCKETS_S,
+            registry=self.registry,
+        )
+        self.speculation = Counter(
+            "voice_agent_speculation",
+            "Replies prepared in a pause: used (ready when the turn ended), late (still being "
+            "prepared), wasted (the user went on speaking).",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.speculation_wasted_seconds = Counter(
+            "voice_agent_speculation_wasted_seconds",
+            "Worker time spent on replies prepared in a pause and then discarded.",
+            registry=self.registry,
+        )
         self.loop_lag_seconds = Histogram(
             "voice_agent_event_loop_lag_seconds",
             "How much later than asked the event loop woke a task sleeping a fixed interval.",

@@ -114,7 +114,7 @@ async def measure_one(
     """One utterance; `history` (one conversation across utterances, as in a session)
     gets the transcript and the reply."""
     result = FloorResult(utterance.name)
-    vad = StreamingVad(VadSettings.from_config(conversation))
+    vad = StreamingVad(VadSettings.from_config(conversation, semantic=False))
     ended, endpoint_ms = await asyncio.to_thread(endpoint, vad, utterance)
     result.endpoint_ms = endpoint_ms
     if ended is None:

@@ -39,6 +39,8 @@ class ScriptedChat:
     fail: Exception | None = None
     prompts: list[list[Message]] = field(default_factory=list)
     cancelled: int = 0
+    stopped_early: int = 0
+    """Generations ended because the caller had enough (the sentence cap)."""
 
     async def generate(
         self,
@@ -55,15 +57,24 @@ class ScriptedChat:
             if self.fail is not None:
                 raise self.fail
             words = self.reply.split(" ")
+            if max_tokens is not None:
+                words = words[:max_tokens]
+            finish = "length" if len(words) < len(self.reply.split(" ")) else "stop"
+            sent = 0
             for i, word in enumerate(words):
                 if first is None:
                     first = time.time()
-                on_delta(word if i == 0 else " " + word)
+                sent += 1
+                if on_delta(word if i == 0 else " " + word):
+                    finish = "enough"
+                    self.stopped_early += 1
+                    break
                 await asyncio.sleep(self.token_delay_s)
         except asyncio.CancelledError:
             self.cancelled += 1
             raise
-        return Generation(self.reply, 10, 10, len(self.reply.split()), 0.0, first)
+        text = " ".join(words[:sent])
+        return Generation(text, 10, 10, sent, 0.0, first, finish_reason=finish)
 
 
 @dataclass
@@ -81,14 +92,35 @@ class ToneSynthesizer:
 
 
 class RecordingTrack:
-    """The AgentAudioTrack verbs, played out in simulated real time."""
+    """The AgentAudioTrack verbs, played out in simulated real time (`advance`, or by
+    `wait_for_playout`); nothing plays while paused."""
 
     def __init__(self) -> None:
         self.queued = 0
         self.sent = 0
+        self.paused = False
+        self.pauses = 0
         self._listener: Callable[[float], None] | None = None
         self.cleared: list[int] = []
         self.writes: list[int] = []
+
+    @property
+    def utterance_sent_samples(self) -> int:
+        return self.sent
+
+    @property
+    def queued_samples(self) -> int:
+        return self.queued
+
+    def pause(self) -> None:
+        self.paused = True
+        self.pauses += 1
+
+    def resume(self) -> None:
+        self.paused = False
+
+    def tap(self, listener: object) -> None:
+        pass
 
     def write(self, pcm: Int16Array, sample_rate: int) -> int:
         samples = int(pcm.size * 48_000 / sample_rate)
@@ -104,9 +136,12 @@ class RecordingTrack:
         self.cleared.append(heard)
         self.queued = 0
         self.sent = 0
+        self.paused = False
         return heard
 
     def advance(self, seconds: float) -> None:
+        if self.paused:
+            return
         played = min(self.queued, int(seconds * 48_000))
         self.queued -= played
         self.sent += played

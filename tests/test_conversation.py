@@ -1,12 +1,16 @@
-"""The turn state machine with timeline-scripted fakes: barge-in, quick utterances, maximum
-length, mid-sentence pauses, failures. The real-model version is tests/test_conversation_e2e.py."""
+"""The conversation's turn-taking with timeline-scripted fakes: the real TurnSegmenter fed a
+scripted speech probability per 32 ms window, a scripted end-of-turn model, scripted speech
+recognition, LLM and voice, and a track played out in simulated time. The same behaviour
+through the real libraries (Silero, Smart Turn, Whisper, SmolLM2, Piper over WebRTC) is in
+tests/test_turn_taking_small.py and tests/test_conversation_e2e.py."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
+from dataclasses import dataclass, field
 from typing import Any, cast
 
 import numpy as np
@@ -15,45 +19,77 @@ import pytest_asyncio
 
 from agent.audio import Int16Array
 from agent.config import ConversationConfig
-from agent.dialogue.conversation import Conversation
+from agent.dialogue.conversation import Conversation, Listening
 from agent.dialogue.turn import TurnDeps
+from agent.events import TurnMetrics
 from agent.metrics import Metrics
-from agent.turntaking.vad import SpeechEnded, SpeechStarted, TurnSegmenter, VadSettings
+from agent.turntaking.segmenter import TurnEvent, TurnSegmenter, VadSettings
 from tests.fakes import EventLog, RecordingTrack, ScriptedChat, ScriptedTranscriber, ToneSynthesizer
 
 WINDOW = 512
+WINDOW_S = WINDOW / 16_000
+SPEECH, SILENCE = 0.9, 0.05
 
 
 class ScriptedVad:
-    """The real TurnSegmenter, fed a scripted speech probability per 512-sample window."""
+    """The real TurnSegmenter, fed the probability `level` for every window; the test
+    changes `level` as the script goes (speech, silence)."""
 
-    def __init__(self, settings: VadSettings, probabilities: list[float]) -> None:
+    def __init__(self, settings: VadSettings) -> None:
         self.segmenter = TurnSegmenter(settings)
-        self._probabilities = probabilities
+        self.level = SILENCE
         self._pending = np.zeros(0, dtype=np.int16)
 
-    @property
-    def speech_ms(self) -> float:
-        return self.segmenter.speech_ms
-
-    def feed(self, block: Int16Array, wall_time: float) -> list[Any]:
+    def feed(self, block: Int16Array, wall_time: float) -> list[TurnEvent]:
         self._pending = np.concatenate([self._pending, block])
-        out = []
+        out: list[TurnEvent] = []
         while self._pending.size >= WINDOW:
             window, self._pending = self._pending[:WINDOW], self._pending[WINDOW:]
-            p = self._probabilities.pop(0) if self._probabilities else 0.0
-            out.extend(self.segmenter.push(window, p, wall_time))
+            out.extend(self.segmenter.push(window, self.level, wall_time))
         return out
 
 
+@dataclass
+class ScriptedTurnModel:
+    """P(complete) per call, in order (the last one repeats)."""
+
+    probabilities: list[float] = field(default_factory=lambda: [0.9])
+    calls: list[int] = field(default_factory=list)
+
+    def probability(self, audio: Int16Array) -> float:
+        self.calls.append(audio.size)
+        if len(self.probabilities) > 1:
+            return self.probabilities.pop(0)
+        return self.probabilities[0]
+
+
+class RealTimeTrack(RecordingTrack):
+    """Plays only as the harness advances it, at the speed of the scripted audio."""
+
+    async def wait_for_playout(self) -> int:
+        while self.queued:
+            await asyncio.sleep(0.005)
+        sent, self.sent = self.sent, 0
+        return sent
+
+
 class Harness:
-    def __init__(self, config: ConversationConfig, vad: Any, executor: ThreadPoolExecutor):
+    def __init__(
+        self,
+        executor: ThreadPoolExecutor,
+        config: ConversationConfig,
+        *,
+        turn_model: ScriptedTurnModel | None = None,
+    ) -> None:
         self.log = EventLog()
-        self.track = RecordingTrack()
+        self.track = RealTimeTrack()
         self.transcriber = ScriptedTranscriber(["Hello there"])
         self.chat = ScriptedChat()
         self.tts = ToneSynthesizer()
         self.metrics = Metrics()
+        self.turn_model = turn_model
+        settings = VadSettings.from_config(config, semantic=turn_model is not None)
+        self.vad = ScriptedVad(settings)
         deps = TurnDeps(
             transcriber=self.transcriber,
             chat=self.chat,
@@ -63,181 +99,361 @@ class Harness:
             emit=self.log,
         )
         self.conversation = Conversation(
-            config=config, vad=vad, vad_executor=executor, deps=deps, metrics=self.metrics
+            config=config,
+            listening=Listening(self.vad, executor, turn_model, executor if turn_model else None),
+            deps=deps,
+            metrics=self.metrics,
         )
 
-    async def utterance(self, n: int = 1, *, forced: bool = False, speech_ms: float = 600) -> None:
-        """Script the VAD's decisions for one user utterance."""
-        await self.conversation.handle(SpeechStarted(0, 1600, 0.0))
-        audio = np.full(16_000 * n, 1000, dtype=np.int16)
-        import time
+    async def play(self, level: float, seconds: float) -> None:
+        """`seconds` of audio at speech probability `level`, in 20 ms blocks in real time
+        (so that the conversation's tasks run as the audio goes)."""
+        self.vad.level = level
+        for _ in range(round(seconds / 0.02)):
+            self.conversation.feed(np.zeros(320, dtype=np.int16), 0)
+            await asyncio.sleep(0.02)
+            self.track.advance(0.02)
 
-        await self.conversation.handle(
-            SpeechEnded(audio, 0, 0, audio.size, audio.size + 4800, time.time(), forced, speech_ms)
-        )
-
-    async def turn_done(self, timeout: float = 5.0) -> None:
+    async def until(self, condition: Callable[[], bool], timeout: float = 5.0) -> None:
         async with asyncio.timeout(timeout):
-            while self.conversation.busy:
-                await asyncio.sleep(0.005)
+            while not condition():
+                await asyncio.sleep(0.01)
+                self.track.advance(0.01)
+
+    async def turn_done(self) -> None:
+        await self.until(lambda: not self.conversation.busy)
+
+    def counter(self, name: str, **labels: str) -> float:
+        value = self.metrics.registry.get_sample_value(name, labels or None)
+        return 0.0 if value is None else value
 
 
 @pytest.fixture
 def executor() -> Any:
-    pool = ThreadPoolExecutor(2)
+    pool = ThreadPoolExecutor(4)
     yield pool
     pool.shutdown(wait=True)
 
 
+Make = Callable[..., Harness]
+
+
 @pytest_asyncio.fixture
-async def harness(executor: ThreadPoolExecutor) -> AsyncIterator[Harness]:
-    h = Harness(ConversationConfig(), ScriptedVad(VadSettings(), []), executor)
-    yield h
-    await h.conversation.aclose()
+async def make(executor: ThreadPoolExecutor) -> AsyncIterator[Make]:
+    made: list[Harness] = []
+
+    def build(config: ConversationConfig | None = None, **kwargs: Any) -> Harness:
+        harness = Harness(executor, config or ConversationConfig(), **kwargs)
+        made.append(harness)
+        return harness
+
+    yield build
+    for harness in made:
+        await harness.conversation.aclose()
 
 
-def stage_values(metrics: dict[str, Any]) -> list[float]:
-    stages = ("endpoint_ms", "stt_done_ms", "llm_first_token_ms", "first_chunk_ms",
-              "tts_first_audio_ms", "first_frame_sent_ms")  # fmt: skip
-    return [metrics[s] for s in stages]
+def stages(metrics: dict[str, Any]) -> list[float]:
+    return [metrics[s] for s in TurnMetrics.STAGES]
 
 
-async def test_a_turn_emits_events_in_order_with_monotonic_metrics(harness: Harness) -> None:
-    await harness.utterance()
-    await harness.turn_done()
-    types = harness.log.types()
+async def test_silence_endpoint_turn_in_order_with_metrics(make: Make) -> None:
+    h = make()
+    await h.play(SPEECH, 0.6)
+    await h.play(SILENCE, 0.5)
+    await h.turn_done()
+    types = h.log.types()
     assert types[:3] == ["user_speech_start", "user_speech_end", "transcript"]
     assert types.index("agent_text") < types.index("agent_speech_start")
     assert types[-2:] == ["agent_speech_end", "turn_metrics"]
-    values = stage_values(harness.log.of("turn_metrics")[0])
-    assert all(v is not None and v >= 0 for v in values)
-    assert values == sorted(values[:1]) + values[1:] and values[1:4] == sorted(values[1:4])
-    assert harness.conversation.history.messages[1:] == [
+    (metrics,) = h.log.of("turn_metrics")
+    values = stages(metrics)
+    assert all(v is not None and v >= 0 for v in values), metrics
+    # Speculation: recognition starts in the pause, before the 300 ms endpoint.
+    assert values[1:] == sorted(values[1:]), metrics
+    assert metrics["endpoint_ms"] <= metrics["first_frame_sent_ms"]
+    assert 300 <= metrics["endpoint_ms"] < 500, metrics
+    assert metrics["stt_done_ms"] < metrics["endpoint_ms"], metrics
+    assert metrics["endpoint"] == "silence" and metrics["speculation"] == "used"
+    assert metrics["interrupted"] is False
+    assert h.conversation.history.messages[1:] == [
         {"role": "user", "content": "Hello there"},
         {"role": "assistant", "content": "Sure, I can help with that. It is sunny today."},
     ]
-    assert harness.tts.texts[0] == "Sure, I can help with that."
+    assert h.tts.texts[0] == "Sure, I can help with that."
+    assert h.counter("voice_agent_speculation_total", outcome="used") == 1
 
 
-async def test_short_speech_while_thinking_does_not_interrupt(harness: Harness) -> None:
-    harness.chat.first_token_delay_s = 0.2
-    await harness.utterance()
-    await asyncio.sleep(0.05)
-    await harness.conversation.check_barge_in(120)  # under barge_in_ms
-    await harness.utterance(speech_ms=120)  # the blip ends: ignored while the agent is busy
-    await harness.turn_done()
-    assert not harness.log.of("interrupted")
-    assert len(harness.log.of("turn_metrics")) == 1
-    assert len(harness.transcriber.calls) == 1
+async def test_without_speculation_the_reply_starts_at_the_endpoint(make: Make) -> None:
+    h = make(ConversationConfig(speculate=False))
+    await h.play(SPEECH, 0.6)
+    await h.play(SILENCE, 0.5)
+    await h.turn_done()
+    (metrics,) = h.log.of("turn_metrics")
+    assert metrics["speculation"] == "none"
+    assert metrics["stt_done_ms"] >= metrics["endpoint_ms"], metrics
 
 
-async def test_speech_while_thinking_interrupts_and_merges_the_user_turns(
-    harness: Harness,
-) -> None:
-    harness.transcriber.texts = ["What is", "the weather"]
-    harness.chat.first_token_delay_s = 0.3
-    await harness.utterance()
-    await asyncio.sleep(0.08)  # transcribed, waiting for the LLM
-    await harness.conversation.check_barge_in(250)
-    assert harness.chat.cancelled == 1
-    (interrupted,) = harness.log.of("interrupted")
-    assert interrupted["heard"] == "" and not interrupted["false_interruption"]
-    harness.chat.first_token_delay_s = 0.01
-    await harness.utterance()
-    await harness.turn_done()
-    last_prompt = harness.chat.prompts[-1]
-    assert last_prompt[-1] == {"role": "user", "content": "What is the weather"}
+async def test_semantic_endpoint_ends_the_turn_at_the_pause(make: Make) -> None:
+    model = ScriptedTurnModel([0.95])
+    h = make(turn_model=model)
+    await h.play(SPEECH, 0.6)
+    await h.play(SILENCE, 0.6)  # far shorter than the 2 s ceiling
+    await h.turn_done()
+    (metrics,) = h.log.of("turn_metrics")
+    assert metrics["endpoint"] == "semantic" and metrics["turn_probability"] == 0.95
+    assert metrics["endpoint_ms"] < 300, metrics  # the pause (160 ms) and the model's call
+    assert len(model.calls) == 1
+    assert h.counter("voice_agent_endpoints_total", kind="semantic") == 1
 
 
-async def test_two_quick_utterances_before_transcription_are_transcribed_together(
-    harness: Harness,
-) -> None:
-    harness.transcriber.delay_s = 0.3
-    harness.transcriber.texts = ["never used", "Two utterances as one"]
-    await harness.utterance(1)
-    await asyncio.sleep(0.05)
-    await harness.conversation.check_barge_in(300)
-    await harness.utterance(2)
-    await harness.turn_done()
-    first, second = harness.transcriber.calls
-    assert second.size > first.size + 2 * 16_000  # the first utterance was carried over
-    assert harness.log.of("transcript")[-1]["text"] == "Two utterances as one"
+async def test_incomplete_turn_waits_for_the_ceiling(make: Make) -> None:
+    h = make(ConversationConfig(endpoint_max_ms=800), turn_model=ScriptedTurnModel([0.1]))
+    await h.play(SPEECH, 0.6)
+    await h.play(SILENCE, 0.5)
+    (pending,) = h.log.of("turn_pending")
+    assert pending["reason"] == "prosody" and pending["probability"] == 0.1
+    assert not h.log.of("transcript")  # prepared, but not shown: the turn is not over
+    await h.play(SILENCE, 0.6)
+    await h.turn_done()
+    (metrics,) = h.log.of("turn_metrics")
+    assert metrics["endpoint"] == "ceiling" and 800 <= metrics["endpoint_ms"] < 1000
+    assert metrics["speculation"] == "used"
 
 
-async def test_barge_in_while_speaking_cuts_history_to_what_was_heard(harness: Harness) -> None:
-    harness.chat.reply = "One two three four five six seven eight nine ten. Eleven twelve."
-    await harness.utterance()
-    async with asyncio.timeout(5):
-        while not harness.track.writes:
-            await asyncio.sleep(0.005)
-    harness.track.advance(0.0)
-    first_chunk = harness.track.writes[0]
-    harness.track.sent = first_chunk // 2  # half of the first chunk reached the user
-    await harness.conversation.check_barge_in(300)
-    (interrupted,) = harness.log.of("interrupted")
+async def test_words_that_stop_mid_phrase_hold_a_turn_that_sounded_complete(make: Make) -> None:
+    h = make(turn_model=ScriptedTurnModel([0.9]))
+    h.transcriber.texts = ["I'd like to book a table for", "I'd like to book a table for four."]
+    await h.play(SPEECH, 0.8)
+    await h.play(SILENCE, 0.6)
+    await h.until(lambda: bool(h.log.of("turn_pending")))
+    assert h.log.of("turn_pending")[0]["reason"] == "words"
+    assert not h.log.of("agent_speech_start") and not h.track.writes
+    await h.play(SPEECH, 0.4)  # "... four."
+    await h.play(SILENCE, 0.6)
+    await h.turn_done()
+    (transcript,) = h.log.of("transcript")
+    assert transcript["text"] == "I'd like to book a table for four."
+    user = [m for m in h.conversation.history.messages if m["role"] == "user"]
+    assert user == [{"role": "user", "content": "I'd like to book a table for four."}]
+    first, second = h.transcriber.calls
+    assert second.size > first.size + 0.5 * 16_000  # the whole utterance, pause included
+
+
+async def test_resuming_in_the_pause_discards_the_prepared_reply(make: Make) -> None:
+    h = make(ConversationConfig(endpoint_ms=600))
+    h.transcriber.texts = ["So I was thinking", "So I was thinking we could go hiking."]
+    h.chat.token_delay_s = 0.1  # still generating when the user goes on
+    await h.play(SPEECH, 0.6)
+    await h.play(SILENCE, 0.35)  # a pause: the reply is prepared, held
+    await h.until(lambda: len(h.chat.prompts) == 1)
+    await h.play(SPEECH, 0.5)  # the user goes on
+    await h.play(SILENCE, 0.8)
+    await h.turn_done()
+    assert [e["text"] for e in h.log.of("transcript")] == ["So I was thinking we could go hiking."]
+    assert [e["turn"] for e in h.log.of("turn_metrics")] == [1]
+    assert len(h.log.of("user_speech_start")) == 2 and not h.log.of("interrupted")
+    assert h.chat.cancelled == 1
+    assert h.chat.prompts[-1][-1] == {
+        "role": "user",
+        "content": "So I was thinking we could go hiking.",
+    }
+    assert h.counter("voice_agent_speculation_total", outcome="wasted") == 1
+    assert h.counter("voice_agent_speculation_wasted_seconds_total") > 0
+
+
+async def test_resuming_before_the_reply_is_heard_is_one_user_turn(make: Make) -> None:
+    h = make()
+    h.transcriber.texts = ["What is", "What is the weather like"]
+    h.chat.first_token_delay_s = 0.6  # released at the endpoint, nothing to hear yet
+    await h.play(SPEECH, 0.6)
+    await h.play(SILENCE, 0.45)
+    assert h.log.of("transcript") and not h.log.of("agent_speech_start")
+    await h.play(SPEECH, 0.5)
+    (taken_back,) = h.log.of("interrupted")
+    assert taken_back["heard"] == "" and not taken_back["false_interruption"]
+    h.chat.first_token_delay_s = 0.01
+    await h.play(SILENCE, 0.5)
+    await h.turn_done()
+    assert h.chat.prompts[-1][-1] == {"role": "user", "content": "What is the weather like"}
+    user = [m for m in h.conversation.history.messages if m["role"] == "user"]
+    assert user == [{"role": "user", "content": "What is the weather like"}]
+    assert {e["turn"] for e in h.log.of("transcript")} == {1}
+
+
+async def talk_until_the_agent_speaks(h: Harness) -> None:
+    await h.play(SPEECH, 0.6)
+    await h.play(SILENCE, 0.45)
+    await h.until(lambda: h.track.sent > 0)
+
+
+async def test_talking_over_the_agent_pauses_it_and_an_interruption_clears_it(make: Make) -> None:
+    h = make()
+    h.transcriber.texts = ["Tell me about the sea", "Stop", "What about rivers"]
+    h.chat.reply = "The sea is vast and deep and full of life. It covers most of the earth."
+    await talk_until_the_agent_speaks(h)
+    await h.play(SPEECH, 0.13)  # onset: start_ms (100 ms) of speech
+    assert h.track.paused, "the agent keeps talking over the user"
+    sent_when_paused = h.track.sent
+    await h.play(SPEECH, 0.15)
+    await h.play(SILENCE, 0.2)
+    await h.until(lambda: bool(h.log.of("interrupted")))
+    (interrupted,) = h.log.of("interrupted")
+    assert not interrupted["false_interruption"] and not interrupted["resumed"]
     heard = interrupted["heard"]
-    assert heard and "One two three four five six seven eight nine ten".startswith(heard)
-    assert harness.conversation.history.messages[-1] == {"role": "assistant", "content": heard}
-    assert harness.track.cleared[0] == first_chunk // 2
-    assert not harness.conversation.busy
+    assert h.chat.reply.startswith(heard)
+    assert h.track.cleared[0] == sent_when_paused
+    metrics = h.log.of("turn_metrics")[0]
+    assert metrics["turn"] == 1 and metrics["interrupted"] is True
+    assistant = [m["content"] for m in h.conversation.history.messages if m["role"] == "assistant"]
+    assert assistant == ([heard] if heard else [])
+    # The words over the agent are the user's next turn.
+    await h.play(SILENCE, 0.5)
+    await h.turn_done()
+    assert [e["text"] for e in h.log.of("transcript")][-1] == "What about rivers"
+    assert h.log.of("turn_metrics")[-1]["turn"] == 2
 
 
-async def test_false_interruption_is_reported(harness: Harness) -> None:
-    harness.transcriber.texts = ["Hello", ""]
-    harness.chat.first_token_delay_s = 0.5
-    await harness.utterance()
-    await asyncio.sleep(0.05)
-    await harness.conversation.check_barge_in(250)
-    await harness.utterance(speech_ms=250)  # a cough: Whisper finds no words
-    await harness.turn_done()
-    flags = [e["false_interruption"] for e in harness.log.of("interrupted")]
-    assert flags == [False, True]
-
-
-async def test_utterance_at_maximum_length_is_answered(harness: Harness) -> None:
-    await harness.utterance(3, forced=True)
-    await harness.turn_done()
-    (end,) = harness.log.of("user_speech_end")
-    assert end["forced"] is True
-    assert harness.log.of("turn_metrics")
-
-
-async def test_model_failure_reports_an_error_and_keeps_listening(harness: Harness) -> None:
-    harness.transcriber.texts = ["first", "second"]
-    harness.chat.fail = RuntimeError("llama exploded")
-    await harness.utterance()
-    await harness.turn_done()
-    (error,) = harness.log.of("error")
-    assert "llama exploded" in error["message"]
-    harness.chat.fail = None
-    await harness.utterance()
-    await harness.turn_done()
-    assert len(harness.log.of("turn_metrics")) == 1
-    assert harness.metrics.errors._value.get() == 1
-
-
-@pytest.mark.parametrize("pause_windows", [6, 14])
-async def test_mid_sentence_pause_shorter_than_endpoint_keeps_one_turn(
-    executor: ThreadPoolExecutor, pause_windows: int
+@pytest.mark.parametrize("heard", ["Mm-hm.", "", "Yeah, right."])
+async def test_a_backchannel_or_noise_resumes_the_agent_where_it_paused(
+    make: Make, heard: str
 ) -> None:
-    """A comma pause (6 windows = 192 ms) stays one turn; a pause past the endpoint
-    (14 windows = 448 ms > 300 ms) makes two."""
-    script = [0.05] * 10 + [0.9] * 20 + [0.05] * pause_windows + [0.9] * 20 + [0.05] * 40
-    settings = replace(VadSettings(), endpoint_ms=300)
-    h = Harness(ConversationConfig(), ScriptedVad(settings, script), executor)
-    h.transcriber.texts = ["Hello, can you hear me", "second half"]
-    h.chat.reply = "Yes."
-    try:
-        audio = np.zeros(WINDOW * len(script), dtype=np.int16)
-        for block in np.array_split(audio, len(script) * WINDOW // 320):
-            h.conversation.feed(block, 0)
-        async with asyncio.timeout(5):
-            while len(h.log.of("user_speech_end")) < (1 if pause_windows < 10 else 2):
-                await asyncio.sleep(0.01)
-        await asyncio.sleep(0.05)
-        await h.turn_done()
-        expected = 1 if pause_windows < 10 else 2
-        assert len(h.log.of("user_speech_start")) == expected
-        assert len(h.log.of("user_speech_end")) == expected
-    finally:
-        await h.conversation.aclose()
+    h = make()
+    h.transcriber.texts = ["Tell me about the sea", heard, heard]
+    h.chat.reply = "The sea is vast and deep and full of life. It covers most of the earth."
+    await talk_until_the_agent_speaks(h)
+    await h.play(SPEECH, 0.25)
+    assert h.track.paused
+    await h.play(SILENCE, 0.3)
+    await h.until(lambda: bool(h.log.of("interrupted")))
+    (event,) = h.log.of("interrupted")
+    assert event["false_interruption"] and event["resumed"]
+    assert not h.track.paused
+    await h.turn_done()
+    assert h.track.cleared == []  # nothing of the reply was dropped
+    assistant = h.conversation.history.messages[-1]
+    assert assistant == {"role": "assistant", "content": h.chat.reply}
+    assert h.counter("voice_agent_false_interruptions_total") == 1
+    # The overlap is transcribed once it is long enough to tell, and again once it is over.
+    assert len(h.transcriber.calls) == 3
+
+
+async def test_long_speech_over_the_agent_interrupts_without_waiting_for_words(
+    make: Make,
+) -> None:
+    h = make(ConversationConfig(barge_in_max_ms=500))
+    h.transcriber.texts = ["Tell me about the sea"]
+    h.transcriber.delay_s = 0.01
+    h.chat.reply = "The sea is vast and deep and full of life. It covers most of the earth."
+    await talk_until_the_agent_speaks(h)
+    h.transcriber.delay_s = 5.0  # the overlap's transcript would come far too late
+    await h.play(SPEECH, 0.7)
+    (event,) = h.log.of("interrupted")
+    assert not event["false_interruption"]
+
+
+async def test_the_agents_own_words_coming_back_resume_it(make: Make) -> None:
+    h = make()
+    reply = "The sea is vast and deep and full of life. It covers most of the earth."
+    h.transcriber.texts = ["Tell me about the sea", "the sea is vast"]
+    h.chat.reply = reply
+    await talk_until_the_agent_speaks(h)
+    await h.play(SPEECH, 0.25)
+    await h.until(lambda: bool(h.log.of("interrupted")))
+    assert h.log.of("interrupted")[0]["resumed"]
+
+
+async def test_the_reply_ends_after_its_sentence_cap(make: Make) -> None:
+    h = make(ConversationConfig(max_reply_sentences=2))
+    h.chat.reply = "One is here. Two is there. Three is far. Four is gone."
+    await h.play(SPEECH, 0.6)
+    await h.play(SILENCE, 0.5)
+    await h.turn_done()
+    assert h.conversation.history.messages[-1]["content"] == "One is here. Two is there."
+    assert h.chat.stopped_early == 1  # the model was told to stop, not only unheard
+    (metrics,) = h.log.of("turn_metrics")
+    assert metrics["reply_sentences"] == 2 and metrics["finish_reason"] == "enough"
+
+
+async def test_a_reply_cut_by_the_token_ceiling_drops_its_unfinished_sentence(
+    make: Make,
+) -> None:
+    h = make(ConversationConfig(max_reply_tokens=7))
+    h.chat.reply = "One is here, you see. Two is there and more."
+    await h.play(SPEECH, 0.6)
+    await h.play(SILENCE, 0.5)
+    await h.turn_done()
+    assert h.conversation.history.messages[-1]["content"] == "One is here, you see."
+
+
+async def test_utterance_at_maximum_length_is_answered(make: Make) -> None:
+    h = make(ConversationConfig(max_utterance_s=1.0))
+    h.transcriber.texts = ["A long story"]
+    await h.play(SPEECH, 1.1)
+    await h.play(SILENCE, 0.5)
+    await h.turn_done()
+    ends = h.log.of("user_speech_end")
+    assert ends[0]["forced"] is True
+    (metrics,) = h.log.of("turn_metrics")
+    assert metrics["endpoint"] == "forced"
+
+
+async def test_speech_past_the_maximum_length_continues_the_same_turn(make: Make) -> None:
+    """The user who is still talking when the utterance is cut is not talked over: the
+    cut reply is dropped unheard and the whole speech is one turn."""
+    h = make(ConversationConfig(max_utterance_s=1.0))
+    h.transcriber.texts = ["never shown", "A long story, told whole"]
+    h.transcriber.delay_s = 0.2
+    await h.play(SPEECH, 1.6)
+    await h.play(SILENCE, 0.6)
+    await h.turn_done()
+    assert [e["text"] for e in h.log.of("transcript")] == ["A long story, told whole"]
+    assert h.transcriber.calls[-1].size > 1.5 * 16_000
+
+
+async def test_model_failure_reports_an_error_and_keeps_listening(make: Make) -> None:
+    h = make()
+    h.transcriber.texts = ["first", "second"]
+    h.chat.fail = RuntimeError("llama exploded")
+    await h.play(SPEECH, 0.6)
+    await h.play(SILENCE, 0.5)
+    await h.turn_done()
+    (error,) = h.log.of("error")
+    assert "llama exploded" in error["message"]
+    h.chat.fail = None
+    await h.play(SPEECH, 0.6)
+    await h.play(SILENCE, 0.5)
+    await h.turn_done()
+    assert len(h.log.of("turn_metrics")) == 1
+    assert h.counter("voice_agent_errors_total") == 1
+
+
+async def test_a_prepared_reply_that_failed_is_not_reported_when_the_user_goes_on(
+    make: Make,
+) -> None:
+    h = make(ConversationConfig(endpoint_ms=600))
+    h.transcriber.texts = ["So", "So anyway"]
+    h.chat.fail = RuntimeError("llama exploded")
+    await h.play(SPEECH, 0.5)
+    await h.play(SILENCE, 0.35)
+    await h.until(lambda: len(h.chat.prompts) == 1)
+    await asyncio.sleep(0.1)  # the held reply has failed by now
+    h.chat.fail = None
+    await h.play(SPEECH, 0.5)
+    await h.play(SILENCE, 0.8)
+    await h.turn_done()
+    assert not h.log.of("error")
+    assert [e["text"] for e in h.log.of("transcript")] == ["So anyway"]
+
+
+async def test_stages_are_measured_from_the_end_of_speech(make: Make) -> None:
+    h = make()
+    h.chat.first_token_delay_s = 0.15
+    started = time.time()
+    await h.play(SPEECH, 0.6)
+    speech_end = time.time()
+    await h.play(SILENCE, 0.5)
+    await h.turn_done()
+    (metrics,) = h.log.of("turn_metrics")
+    assert metrics["llm_first_token_ms"] >= 150
+    assert metrics["first_frame_sent_ms"] < (time.time() - speech_end) * 1000
+    assert speech_end > started

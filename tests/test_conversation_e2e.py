@@ -71,7 +71,12 @@ async def test_spoken_question_gets_a_spoken_answer(
             assert types.index(earlier) < types.index(later), types
         values = [metrics[s] for s in STAGES]
         assert all(v is not None and v >= 0 for v in values), metrics
-        assert values == sorted(values), metrics
+        # The reply is prepared in the pause, before the endpoint decides (speculation), and
+        # played only after it: the stages are in order, the endpoint before the first frame.
+        assert values[1:] == sorted(values[1:]), metrics
+        assert metrics["endpoint_ms"] <= metrics["first_frame_sent_ms"], metrics
+        assert metrics["speculation"] in ("used", "late"), metrics
+        assert metrics["endpoint"] == "silence", metrics
         assert metrics["prompt_tokens_evaluated"] <= metrics["prompt_tokens"]
         assert loud_frames(client), "no agent audio with energy reached the client"
         transcript = next(e.data for e in client.events if e.data["type"] == "transcript")

@@ -19,19 +19,19 @@ import pytest_asyncio
 
 from agent.audio import STT_RATE, Int16Array
 from agent.config import ConversationConfig
-from agent.dialogue.conversation import Conversation
+from agent.dialogue.conversation import Conversation, Listening
 from agent.dialogue.turn import TurnDeps
 from agent.stages.deadlines import StageRunner
 from agent.stages.stt import Transcript
 from agent.threads import run_in
-from agent.turntaking.vad import SpeechEnded, SpeechStarted, TurnEvent
+from agent.turntaking.vad import SpeechEnded, SpeechStarted, TurnEvent, TurnSegmenter, VadSettings
 from tests.fakes import EventLog, RecordingTrack, ScriptedChat, ScriptedTranscriber, ToneSynthesizer
 
 
 class NoVad:
     """Turns are scripted through `Conversation.handle`; no audio is fed."""
 
-    speech_ms = 0.0
+    segmenter = TurnSegmenter(VadSettings())
 
     def feed(self, block: Int16Array, wall_time: float) -> list[TurnEvent]:
         return []
@@ -106,7 +106,10 @@ class Talk:
             emit=self.log,
         )
         self.conversation = Conversation(
-            config=config, vad=NoVad(), vad_executor=executor, deps=deps, on_fatal=self.fatal.append
+            config=config,
+            listening=Listening(NoVad(), executor),
+            deps=deps,
+            on_fatal=self.fatal.append,
         )
 
     async def speak(self) -> int:
@@ -175,7 +178,7 @@ async def test_no_speech_and_barge_in_are_not_failed_turns(
     talk.chat.fail, talk.chat.first_token_delay_s = None, 1.0
     await talk.speak()
     await asyncio.sleep(0.05)
-    await talk.conversation.check_barge_in(300)
+    await talk.conversation.handle(SpeechStarted(0, 1600, 0.0))  # the user goes on
     assert talk.log.of("interrupted") and talk.chat.cancelled == 1
     assert talk.fatal == []  # one failure, then two turns that neither fail nor reset
     talk.chat.fail, talk.chat.first_token_delay_s = RuntimeError("again"), 0.01

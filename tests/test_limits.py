@@ -15,7 +15,7 @@ import pytest
 from aiohttp.test_utils import make_mocked_request
 
 from agent.config import ConversationConfig, ServerConfig
-from agent.dialogue.conversation import Conversation
+from agent.dialogue.conversation import Conversation, Listening
 from agent.dialogue.turn import TurnDeps
 from agent.metrics import Metrics
 from agent.transport.lifetime import Lifetime
@@ -307,8 +307,10 @@ class VadPipeline:
         )
         return Conversation(
             config=self.config,
-            vad=StreamingVad(VadSettings.from_config(self.config)),
-            vad_executor=self.executor,
+            listening=Listening(
+                StreamingVad(VadSettings.from_config(self.config, semantic=False)),
+                self.executor,
+            ),
             deps=deps,
             metrics=self.metrics,
         )

@@ -64,9 +64,14 @@ ENDPOINT_WINDOWS = window_count_for_ms(SETTINGS.endpoint_ms)  # 10 windows = 320
 
 
 def test_settings_from_config() -> None:
-    conversation = ConversationConfig(vad_threshold=0.6, vad_start_ms=64, endpoint_ms=500)
-    settings = VadSettings.from_config(conversation)
+    conversation = ConversationConfig(
+        vad_threshold=0.6, vad_start_ms=64, endpoint_ms=500, endpoint_max_ms=1500, pause_ms=128
+    )
+    settings = VadSettings.from_config(conversation, semantic=False)
     assert (settings.threshold, settings.start_ms, settings.endpoint_ms) == (0.6, 64, 500)
+    assert settings.pause_ms == 128
+    # With an end-of-turn model the utterance lasts until its ceiling.
+    assert VadSettings.from_config(conversation, semantic=True).endpoint_ms == 1500
     assert settings.preroll_ms == conversation.preroll_ms
     assert settings.max_utterance_s == conversation.max_utterance_s
     assert settings.silence_threshold == pytest.approx(0.45)

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from agent.config import AppConfig
-from agent.dialogue.conversation import Conversation
+from agent.dialogue.conversation import Conversation, Listening
 from agent.dialogue.turn import TurnDeps
 from agent.metrics import Metrics
 from agent.models.device import DeviceInfo, detect_device
@@ -26,6 +26,8 @@ from agent.stages.tts.mms import MmsSynthesizer
 from agent.stages.tts.piper import PiperSynthesizer
 from agent.threads import run_in
 from agent.transport.session import AudioSink, Session
+from agent.turntaking.echo import EchoMask
+from agent.turntaking.smart_turn import SmartTurn, load_smart_turn
 from agent.turntaking.vad import SileroVad, StreamingVad, VadSettings
 
 log = logging.getLogger(__name__)
@@ -39,6 +41,8 @@ class Executors:
     vad: ThreadPoolExecutor
     stt: ThreadPoolExecutor
     tts: ThreadPoolExecutor
+    turn: ThreadPoolExecutor
+    """The end-of-turn model: one call at a time, each with a core."""
 
     @classmethod
     def create(cls) -> Executors:
@@ -46,10 +50,11 @@ class Executors:
             vad=ThreadPoolExecutor(2, thread_name_prefix="vad"),
             stt=ThreadPoolExecutor(1, thread_name_prefix="stt"),
             tts=ThreadPoolExecutor(1, thread_name_prefix="tts"),
+            turn=ThreadPoolExecutor(1, thread_name_prefix="turn"),
         )
 
     def shutdown(self) -> None:
-        for pool in (self.vad, self.stt, self.tts):
+        for pool in (self.vad, self.stt, self.tts, self.turn):
             pool.shutdown(wait=True, cancel_futures=True)
 
 
@@ -70,6 +75,7 @@ class Runtime:
         whisper: Any,
         chat: ChatModel,
         tts: Synthesizer,
+        turn_model: SmartTurn | None = None,
     ) -> None:
         self.config = config
         self.resolved = resolved
@@ -78,6 +84,7 @@ class Runtime:
         self.executors = Executors.create()
         self.chat = chat
         self.tts = tts
+        self.turn_model = turn_model
         self.transcriber = Transcriber(
             whisper, config.conversation.language.whisper, self.executors.stt
         )
@@ -97,7 +104,18 @@ class Runtime:
             asyncio.to_thread(load_synthesizer, resolved, device),
         )
         chat = ChatModel(llama, max_reply_tokens=config.conversation.max_reply_tokens)
-        runtime = cls(config, resolved, device, whisper=whisper, chat=chat, tts=tts)
+        turn_model = None
+        if resolved.turn is not None:
+            turn_model = await asyncio.to_thread(load_smart_turn, resolved.turn)
+        else:
+            log.warning(
+                "no end-of-turn model: turns end after %d ms of silence (%s)",
+                config.conversation.endpoint_ms,
+                resolved.turn_missing or "none configured",
+            )
+        runtime = cls(
+            config, resolved, device, whisper=whisper, chat=chat, tts=tts, turn_model=turn_model
+        )
         await runtime.warm_up()
         return runtime
 
@@ -114,6 +132,10 @@ class Runtime:
         started = time.perf_counter()
         await run_in(self.executors.tts, self.tts.synthesize, "Hello.")
         self.warmup_s["tts"] = time.perf_counter() - started
+        if self.turn_model is not None:
+            started = time.perf_counter()
+            await run_in(self.executors.turn, self.turn_model.probability, silence)
+            self.warmup_s["turn"] = time.perf_counter() - started
         log.info(
             "warm-up done: %s",
             ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in self.warmup_s.items()),
@@ -121,10 +143,20 @@ class Runtime:
 
     def attach(self, session: Session) -> AudioSink:
         self.metrics.sessions.inc()
+        conversation = self.config.conversation
+        echo = None
+        if conversation.echo_mask:
+            echo = EchoMask()
+            session.output.tap(echo.played)
+        settings = VadSettings.from_config(conversation, semantic=self.turn_model is not None)
         return Conversation(
-            config=self.config.conversation,
-            vad=StreamingVad(VadSettings.from_config(self.config.conversation)),
-            vad_executor=self.executors.vad,
+            config=conversation,
+            listening=Listening(
+                vad=StreamingVad(settings, echo=echo),
+                vad_executor=self.executors.vad,
+                turn_model=self.turn_model,
+                turn_executor=self.executors.turn,
+            ),
             deps=self.turn_deps(session),
             metrics=self.metrics,
             on_fatal=session.request_close,  # too many failed turns: close the session
@@ -143,6 +175,26 @@ class Runtime:
 
     def describe(self) -> dict[str, Any]:
         report = models_health(self.resolved, self.device)
+        conversation = self.config.conversation
+        if self.turn_model is not None:
+            report["endpoint"] = {
+                "kind": "semantic",
+                "model": str(self.turn_model.path),
+                "pause_ms": conversation.pause_ms,
+                "max_ms": conversation.endpoint_max_ms,
+                "calls": self.turn_model.calls,
+                "mean_call_ms": round(self.turn_model.seconds / self.turn_model.calls * 1000, 1)
+                if self.turn_model.calls
+                else None,
+            }
+        else:
+            report["endpoint"] = {
+                "kind": "silence",
+                "silence_ms": conversation.endpoint_ms,
+                "warning": "no end-of-turn model: turns end after a fixed silence "
+                f"({self.resolved.turn_missing or 'none configured'})",
+            }
+        report["speculation"] = conversation.speculate
         report["warmup_ms"] = {k: round(v * 1000, 1) for k, v in self.warmup_s.items()}
         return report
 

@@ -81,6 +81,8 @@ class ModelConfig:
     stt: Path | None = None
     llm: Path | None = None
     voice: Path | None = None
+    turn_model: Path | None = None
+    """Smart Turn ONNX file (the end-of-turn model)."""
     device: str = "auto"
     llm_context: int = 4096
     tts: str = "auto"
@@ -95,10 +97,28 @@ class ConversationConfig:
     vad_threshold: float = 0.5
     vad_start_ms: int = 100
     preroll_ms: int = 300
+    pause_ms: int = 160
+    """Silence that makes a pause: the end-of-turn model is asked, the reply is prepared."""
     endpoint_ms: int = 300
+    """Silence that ends a turn without an end-of-turn model."""
+    endpoint_max_ms: int = 2000
+    """With the end-of-turn model: silence after which a turn it called incomplete ends."""
+    turn_threshold: float = 0.5
+    """P(complete) from Smart Turn at or above which a pause ends the turn."""
+    speculate: bool = True
+    """Prepare the reply (transcript, first clause, its audio) in the pause, held until the
+    turn is decided."""
     max_utterance_s: float = 20.0
     barge_in_ms: int = 200
+    """Voiced overlap with the agent's speech after which its words are checked."""
+    barge_in_max_ms: int = 900
+    """Voiced overlap that interrupts the agent whatever it says."""
+    echo_mask: bool = True
+    """Do not take the agent's own voice, coming back through the microphone, for speech."""
+    max_reply_sentences: int = 3
+    """The reply ends after this many sentences (0: no cap)."""
     max_reply_tokens: int = 160
+    """Token ceiling of a reply; an unfinished last sentence is dropped."""
     stage_timeout_s: float = 30.0
     """A model stage with no progress for this long fails its turn (LLM: no token)."""
     max_failed_turns: int = 3
@@ -193,6 +213,7 @@ def config_from_args(args: argparse.Namespace) -> AppConfig:
         stt=args.stt,
         llm=args.llm,
         voice=args.voice,
+        turn_model=args.turn_model,
         device=args.device,
         llm_context=args.llm_context,
         tts=args.tts,
@@ -204,11 +225,19 @@ def config_from_args(args: argparse.Namespace) -> AppConfig:
         system_prompt=args.system_prompt,
         vad_threshold=args.vad_threshold,
         vad_start_ms=args.vad_start_ms,
+        pause_ms=args.pause_ms,
         endpoint_ms=args.endpoint_ms,
+        endpoint_max_ms=args.endpoint_max_ms,
+        turn_threshold=args.turn_threshold,
+        speculate=not args.no_speculation,
         max_utterance_s=args.max_utterance_s,
         barge_in_ms=args.barge_in_ms,
+        barge_in_max_ms=args.barge_in_max_ms,
+        echo_mask=not args.no_echo_mask,
+        max_reply_sentences=args.max_reply_sentences,
         max_reply_tokens=args.max_reply_tokens,
         stage_timeout_s=args.stage_timeout,
         max_failed_turns=args.max_failed_turns,
     )
+    checks.check_turn_taking(conversation)
     return AppConfig(server=server, models=models, conversation=conversation)

@@ -5,7 +5,11 @@ Nothing here reads flags or the environment."""
 from __future__ import annotations
 
 import ipaddress
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
+
+if TYPE_CHECKING:
+    from agent.config import ConversationConfig
 
 LOOPBACK_NAMES = frozenset({"localhost", "localhost."})
 MIN_TOKEN_CHARS = 16
@@ -120,3 +124,20 @@ def check_limits(
             raise ValueError(f"{flag} must be 0 (off) or positive, not {value}")
     if offer_rate_per_min > 0 and offer_burst < 1:
         raise ValueError(f"--offer-burst must be at least 1, not {offer_burst}")
+
+
+def check_turn_taking(conversation: ConversationConfig) -> None:
+    """The silences must come in order: a pause before the end of a turn."""
+    if not 0 <= conversation.pause_ms < conversation.endpoint_ms:
+        raise ValueError(
+            f"--pause-ms ({conversation.pause_ms}) must be shorter than --endpoint-ms "
+            f"({conversation.endpoint_ms})"
+        )
+    if conversation.endpoint_max_ms < conversation.endpoint_ms:
+        raise ValueError("--endpoint-max-ms must be at least --endpoint-ms")
+    if not 0.0 < conversation.turn_threshold < 1.0:
+        raise ValueError("--turn-threshold must be between 0 and 1")
+    if not 0 < conversation.barge_in_ms <= conversation.barge_in_max_ms:
+        raise ValueError("need 0 < --barge-in-ms <= --barge-in-max-ms")
+    if conversation.max_reply_sentences < 0 or conversation.max_reply_tokens < 1:
+        raise ValueError("--max-reply-sentences must be >= 0 and --max-reply-tokens >= 1")

@@ -84,6 +84,12 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
         help="Piper voice (.onnx file) or MMS-TTS model (directory)",
     )
     models.add_argument(
+        "--turn-model",
+        type=Path,
+        default=None,
+        help="Smart Turn v3 ONNX file: the end-of-turn model",
+    )
+    models.add_argument(
         "--tts",
         choices=("auto", "piper", "mms"),
         default=_env("tts", d_models.tts),
@@ -128,10 +134,36 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
         help="speech needed before a user turn starts",
     )
     conv.add_argument(
+        "--pause-ms",
+        type=int,
+        default=int(_env("pause_ms", str(d_conv.pause_ms))),
+        help="silence that makes a pause: the end-of-turn model is asked and the reply is "
+        "prepared (held until the turn ends)",
+    )
+    conv.add_argument(
         "--endpoint-ms",
         type=int,
         default=int(_env("endpoint_ms", str(d_conv.endpoint_ms))),
-        help="silence that ends a user turn",
+        help="silence that ends a user turn when there is no end-of-turn model",
+    )
+    conv.add_argument(
+        "--endpoint-max-ms",
+        type=int,
+        default=int(_env("endpoint_max_ms", str(d_conv.endpoint_max_ms))),
+        help="with the end-of-turn model: silence after which a turn that sounded "
+        "unfinished ends anyway",
+    )
+    conv.add_argument(
+        "--turn-threshold",
+        type=float,
+        default=float(_env("turn_threshold", str(d_conv.turn_threshold))),
+        help="Smart Turn's P(complete) at or above which a pause ends the turn",
+    )
+    conv.add_argument(
+        "--no-speculation",
+        action="store_true",
+        default=_flag_env("no_speculation"),
+        help="do not prepare the reply in the pause; start it when the turn has ended",
     )
     conv.add_argument(
         "--max-utterance-s",
@@ -143,13 +175,32 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
         "--barge-in-ms",
         type=int,
         default=int(_env("barge_in_ms", str(d_conv.barge_in_ms))),
-        help="user speech over the agent that interrupts it",
+        help="user speech over the agent (which pauses it at once) after which its words "
+        "decide: an interruption, or a backchannel or noise the agent talks on over",
+    )
+    conv.add_argument(
+        "--barge-in-max-ms",
+        type=int,
+        default=int(_env("barge_in_max_ms", str(d_conv.barge_in_max_ms))),
+        help="user speech over the agent that interrupts it whatever it says",
+    )
+    conv.add_argument(
+        "--no-echo-mask",
+        action="store_true",
+        default=_flag_env("no_echo_mask"),
+        help="take sound that matches the agent's own recent output for user speech too",
+    )
+    conv.add_argument(
+        "--max-reply-sentences",
+        type=int,
+        default=int(_env("max_reply_sentences", str(d_conv.max_reply_sentences))),
+        help="the reply ends after this many sentences (0: no cap)",
     )
     conv.add_argument(
         "--max-reply-tokens",
         type=int,
         default=int(_env("max_reply_tokens", str(d_conv.max_reply_tokens))),
-        help="longest reply, in tokens",
+        help="token ceiling of a reply (an unfinished last sentence is dropped)",
     )
     conv.add_argument(
         "--stage-timeout",

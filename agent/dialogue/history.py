@@ -26,6 +26,24 @@ class ChatHistory:
     def for_prompt(self) -> list[Message]:
         return [dict(m) for m in self.messages]
 
+    def prompt_with(self, user_text: str) -> list[Message]:
+        """The prompt as it will be once `user_text` is added, without adding it: a reply is
+        prepared before the turn is sure to be the user's (speculation in a pause)."""
+        prompt = self.for_prompt()
+        if prompt[-1]["role"] == "user":
+            prompt[-1]["content"] += " " + user_text
+        else:
+            prompt.append({"role": "user", "content": user_text})
+        return prompt
+
+    def snapshot(self) -> list[Message]:
+        return self.for_prompt()
+
+    def restore(self, snapshot: list[Message]) -> None:
+        """Back to a snapshot: a turn the user continued before hearing its reply leaves
+        no trace (its words come back, whole, with the rest of the utterance)."""
+        self.messages = [dict(m) for m in snapshot]
+
     def drop_oldest(self, count: int) -> None:
         """Forget the `count` oldest messages after the system prompt (see ChatModel.fit)."""
         if count > 0:

@@ -1,7 +1,16 @@
 """One reply: transcribe the user's utterance, stream the LLM's answer through the chunker,
-synthesize each chunk as soon as it exists and write it to the agent's track. The whole
-turn is one task; barge-in is one cancel of it. Each model stage runs under the session's
-stage deadline (agent/stages/deadlines.py): a stage that fails or stalls fails the turn."""
+synthesize each chunk as soon as it exists and write it to the agent's track. The whole turn
+is one task; barge-in is one cancel of it. Each model stage runs under the session's stage
+deadline (agent/stages/deadlines.py): a stage that fails or stalls fails the turn.
+
+A turn can start *held*: speculatively, in a pause of the user's speech, before the endpoint
+has decided that the turn is over. It then computes everything (transcript, reply, audio)
+but shows and plays nothing, and changes nothing in the history, until `release()`. A held
+turn the user talks into is cancelled and leaves no trace.
+
+Replies are made for speech: the reply ends after `max_sentences` sentences (the LLM is told
+to stop), and a reply cut by the token ceiling drops its unfinished last sentence.
+"""
 
 from __future__ import annotations
 
@@ -13,19 +22,26 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import numpy as np
+
 from agent import events
 from agent.audio import Int16Array
 from agent.dialogue.history import ChatHistory
 from agent.events import TurnMetrics
-from agent.stages.chunker import SpeechChunker
+from agent.stages.chunker import SpeechChunker, ends_sentence
 from agent.stages.deadlines import StageRunner
-from agent.stages.llm import Generation, Message
+from agent.stages.llm import DeltaCallback, Generation, Message
 from agent.stages.stt import Transcript
 from agent.stages.tts import Synthesizer
 from agent.threads import run_in
 from agent.transport.playout import AgentAudioTrack
 
 EmitEvent = Callable[[dict[str, Any]], None]
+
+LEADING_SILENCE = 500
+"""Samples quieter than this (of 32767) before a reply's first sound are cut: Piper starts
+every utterance with tens of milliseconds of near-silence."""
+LEAD_KEEP_S = 0.01
 
 
 class TranscriberLike(Protocol):
@@ -36,7 +52,7 @@ class ChatModelLike(Protocol):
     async def generate(
         self,
         messages: list[Message],
-        on_delta: Callable[[str], None],
+        on_delta: DeltaCallback,
         max_tokens: int | None = None,
         *,
         conversation: object | None = None,
@@ -53,6 +69,14 @@ class TurnDeps:
     tts_executor: Executor
     track: AgentAudioTrack
     emit: EmitEvent
+
+
+@dataclass(frozen=True)
+class ReplySettings:
+    max_sentences: int = 3
+    """Sentences after which the reply ends (0: no cap)."""
+    max_tokens: int | None = None
+    """Token ceiling (None: the model's own default)."""
 
 
 class StageError(Exception):
@@ -85,31 +109,88 @@ class ReplyTurn:
     history: ChatHistory
     deps: TurnDeps
     stages: StageRunner
+    settings: ReplySettings = field(default_factory=ReplySettings)
+    held: bool = False
     metrics: TurnMetrics = field(default_factory=TurnMetrics)
     transcript: str | None = None
     spoken: list[SpokenChunk] = field(default_factory=list)
     reply_text: str = ""
+    compute_s: float = 0.0
+    """Worker time this turn's stages took so far (what a discarded speculation wasted)."""
+    transcribed: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set once speech recognition is done (whatever it heard, or failed)."""
+    started_before_decision: bool = False
+    """Speculative: started in a pause, before the endpoint decided."""
+    failure: Exception | None = None
+    """Why a held turn failed before it was released (reported when its turn is decided)."""
+    _held_events: list[dict[str, Any]] = field(default_factory=list)
+    _held_audio: list[tuple[Int16Array, int]] = field(default_factory=list)
+    _released: asyncio.Event = field(default_factory=asyncio.Event)
+    _user_committed: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.held:
+            self._released.set()
 
     def _ms_since_speech_end(self, wall: float | None = None) -> float:
         return ((wall if wall is not None else time.time()) - self.speech_end_wall) * 1000
 
+    @property
+    def released(self) -> bool:
+        return self._released.is_set()
+
+    @property
+    def audio_ready(self) -> bool:
+        """Speech is synthesized and waiting (held), or already on the track."""
+        return bool(self._held_audio or self.spoken)
+
+    def release(self) -> None:
+        """The endpoint confirmed the turn: show what was computed and play it."""
+        if self._released.is_set():
+            return
+        self._released.set()
+        self._commit_user()
+        for event in self._held_events:
+            self.deps.emit(event)
+        self._held_events.clear()
+        if self._held_audio:
+            self.deps.track.on_first_audio(self._on_first_frame)
+        for pcm, rate in self._held_audio:
+            self._play(pcm, rate)
+        self._held_audio.clear()
+
+    def _emit(self, event: dict[str, Any]) -> None:
+        if self._released.is_set():
+            self.deps.emit(event)
+        else:
+            self._held_events.append(event)
+
+    def _commit_user(self) -> None:
+        if self.transcript and not self._user_committed and self._released.is_set():
+            self._user_committed = True
+            self.history.add_user(self.transcript)
+
     async def run(self) -> Outcome:
+        started = time.perf_counter()
         try:
             result = await self.stages.run(
                 self.deps.transcriber.transcribe(self.audio), name=self._stage_name("stt")
             )
         except Exception as exc:
             raise StageError("speech recognition", exc) from exc
+        finally:
+            self.compute_s += time.perf_counter() - started
+            self.transcribed.set()
         self.metrics.stt_done_ms = self._ms_since_speech_end()
+        self.metrics.stt_ms = (time.perf_counter() - started) * 1000
         self.metrics.stt_audio_ms = result.audio_s * 1000
-        if not result.text.strip():
-            return Outcome.NO_SPEECH
         self.transcript = result.text.strip()
-        self.deps.emit(events.transcript(self.turn_id, self.transcript))
-        self.history.add_user(self.transcript)
+        if not self.transcript:
+            return Outcome.NO_SPEECH
+        self._emit(events.transcript(self.turn_id, self.transcript))
+        self._commit_user()
 
         chunks: asyncio.Queue[str | None] = asyncio.Queue()
-        self.deps.track.on_first_audio(self._on_first_frame)
         try:
             try:
                 async with asyncio.TaskGroup() as group:
@@ -117,6 +198,7 @@ class ReplyTurn:
                     group.create_task(self._speak(chunks))
             except ExceptionGroup as group_error:
                 raise group_error.exceptions[0] from group_error
+            await self._released.wait()
             await self.deps.track.wait_for_playout()
         finally:
             self.deps.track.on_first_audio(None)
@@ -130,21 +212,33 @@ class ReplyTurn:
         # The LLM fails only when it stops making progress: a long reply is not a stall.
         deadline = self.stages.deadline()
         over = False
+        sentences = 0
+        cap = self.settings.max_sentences
 
-        def on_delta(delta: str) -> None:
-            if over:
-                return  # a token of a generation abandoned at its deadline, still in flight
+        def on_delta(delta: str) -> bool:
+            nonlocal sentences
+            if over or (cap and sentences >= cap):
+                return True  # a token still in flight after the cap or the deadline
             deadline.extend()
             self.reply_text += delta
-            self.deps.emit(events.agent_text(self.turn_id, delta))
             for chunk in chunker.push(delta):
                 self._chunk_ready(chunks, chunk)
+                if ends_sentence(chunk):
+                    sentences += 1
+                    if cap and sentences >= cap:
+                        return True
+            return False
 
+        assert self.transcript is not None
+        started = time.perf_counter()
         try:
             try:
                 generation = await self.stages.run(
                     self.deps.chat.generate(
-                        self.history.for_prompt(), on_delta, conversation=self.history
+                        self.history.prompt_with(self.transcript),
+                        on_delta,
+                        self.settings.max_tokens,
+                        conversation=self.history,
                     ),
                     name=self._stage_name("llm"),
                     deadline=deadline,
@@ -152,16 +246,22 @@ class ReplyTurn:
                 )
             except Exception as exc:
                 raise StageError("language model", exc) from exc
-            for chunk in chunker.flush():
-                self._chunk_ready(chunks, chunk)
+            if generation.finish_reason == "length" and sentences > 0:
+                chunker.discard()  # the ceiling cut a sentence short: do not say half of it
+            elif not (cap and sentences >= cap):
+                for chunk in chunker.flush():
+                    self._chunk_ready(chunks, chunk)
         finally:
             over = True
+            self.compute_s += time.perf_counter() - started
             chunks.put_nowait(None)
         self.history.drop_oldest(generation.dropped_messages)
         self.metrics.llm_queue_wait_ms = generation.queue_wait_s * 1000
         self.metrics.prompt_tokens = generation.prompt_tokens
         self.metrics.prompt_tokens_evaluated = generation.prompt_tokens_evaluated
         self.metrics.completion_tokens = generation.completion_tokens
+        self.metrics.reply_sentences = sentences
+        self.metrics.finish_reason = generation.finish_reason
         if generation.first_token_at is not None:
             self.metrics.llm_first_token_ms = self._ms_since_speech_end(generation.first_token_at)
 
@@ -172,7 +272,9 @@ class ReplyTurn:
 
     async def _speak(self, chunks: asyncio.Queue[str | None]) -> None:
         tts = self.deps.tts
+        first = True
         while (chunk := await chunks.get()) is not None:
+            started = time.perf_counter()
             try:
                 pcm = await self.stages.run(
                     run_in(self.deps.tts_executor, tts.synthesize, chunk),
@@ -180,12 +282,28 @@ class ReplyTurn:
                 )
             except Exception as exc:
                 raise StageError("speech synthesis", exc) from exc
+            finally:
+                self.compute_s += time.perf_counter() - started
+            if first:
+                pcm = trim_leading_silence(pcm, tts.sample_rate)
             if pcm.size == 0:
                 continue  # nothing speakable in this chunk
+            first = False
             if self.metrics.tts_first_audio_ms is None:
                 self.metrics.tts_first_audio_ms = self._ms_since_speech_end()
-            samples = self.deps.track.write(pcm, tts.sample_rate)
-            self.spoken.append(SpokenChunk(chunk, samples))
+            self._emit(events.agent_text(self.turn_id, (" " if self.spoken else "") + chunk))
+            self.spoken.append(SpokenChunk(chunk, 0))
+            if self._released.is_set():
+                if len(self.spoken) == 1:
+                    self.deps.track.on_first_audio(self._on_first_frame)
+                self._play(pcm, tts.sample_rate)
+            else:
+                self._held_audio.append((pcm, tts.sample_rate))
+
+    def _play(self, pcm: Int16Array, rate: int) -> None:
+        """Write the next spoken chunk's audio (chunks are played in the order spoken)."""
+        index = next(i for i, c in enumerate(self.spoken) if c.samples == 0)
+        self.spoken[index].samples = max(1, self.deps.track.write(pcm, rate))
 
     def _stage_name(self, stage: str) -> str:
         return f"turn-{self.turn_id}-{stage}"
@@ -200,13 +318,24 @@ class ReplyTurn:
         words: list[str] = []
         remaining = samples_heard
         for chunk in self.spoken:
+            if chunk.samples == 0:
+                break  # not on the track yet
             chunk_words = chunk.text.split()
             if remaining >= chunk.samples:
                 words.extend(chunk_words)
                 remaining -= chunk.samples
                 continue
-            if chunk.samples > 0 and remaining > 0:
+            if remaining > 0:
                 share = int(len(chunk_words) * remaining / chunk.samples)
                 words.extend(chunk_words[:share])
             break
         return " ".join(words)
+
+
+def trim_leading_silence(pcm: Int16Array, sample_rate: int) -> Int16Array:
+    """`pcm` from `LEAD_KEEP_S` before its first sample louder than `LEADING_SILENCE`."""
+    loud = np.flatnonzero(np.abs(pcm.astype(np.int32)) > LEADING_SILENCE)
+    if loud.size == 0:
+        return pcm[:0]
+    start = max(0, int(loud[0]) - round(LEAD_KEEP_S * sample_rate))
+    return pcm[start:]

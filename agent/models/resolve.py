@@ -38,6 +38,10 @@ class ResolvedModels:
     voice: Path
     """Piper `.onnx` (its `.onnx.json` beside it), or an MMS-TTS model directory."""
     tts: TtsEngine = "piper"
+    turn: Path | None = None
+    """Smart Turn ONNX file; None: turns end after a fixed silence."""
+    turn_missing: str | None = None
+    """Why there is no end-of-turn model, and how to get one."""
 
     def path(self, kind: Kind) -> Path:
         value: Path = getattr(self, kind)
@@ -117,12 +121,15 @@ def resolve_models(config: ModelConfig, language: Language = ENGLISH) -> Resolve
         )
         pull_entries(missing, models_dir, profile.name)
 
+    turn = config.turn_model
     resolved = ResolvedModels(
         profile=profile.name,
         stt=paths["stt"],
         llm=paths["llm"],
         voice=paths["voice"],
         tts=engine,
+        turn=turn,
+        turn_missing=None if turn is not None else "no --turn-model given",
     )
     for synthetic in resolved.synthetic_kinds():
         logger.warning(

@@ -88,6 +88,12 @@ def _is_dropped_symbol(char: str) -> bool:
     return unicodedata.category(char) in _DROPPED_CATEGORIES
 
 
+def ends_sentence(chunk: str) -> bool:
+    """Does this chunk end a sentence (not only a clause)? Chunks are cut after sentence
+    marks, clause marks, dashes or `first_max_words`; only the first kind ends a sentence."""
+    return chunk.rstrip(CLOSERS + " ")[-1:] in SENTENCE_MARKS
+
+
 def _count_words(text: str) -> int:
     return len(_WORD.findall(text))
 
@@ -112,6 +118,12 @@ class SpeechChunker:
             self._emit(self._pending[:cut], chunks)
             self._pending = self._pending[cut:]
         return chunks
+
+    def discard(self) -> None:
+        """Forget the pending text (an unfinished sentence cut by the token ceiling)."""
+        self._pending = ""
+        self._at_text_start = True
+        self._first = True
 
     def flush(self) -> list[str]:
         """What remains at the end of the stream; the chunker is then ready for a new one."""

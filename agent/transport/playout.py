@@ -30,12 +30,14 @@ MAX_LAG_S = 0.2
 """If the event loop stalled for longer than this, restart the clock instead of bursting."""
 
 FrameListener = Callable[[float], None]
+SpeechTap = Callable[[Int16Array, float], None]
 
 
 class AgentAudioTrack(MediaStreamTrack):
     """20 ms frames at 48 kHz, paced by sample count; silence when there is nothing to say.
 
     Verbs: `write()` queues speech, `clear()` drops it and says how much was heard,
+    `pause()` holds it where it is (silence is sent meanwhile) until `resume()`,
     `wait_for_playout()` returns once everything written has been handed to the encoder.
     An utterance is what was written since the last `clear()` or completed playout.
     """
@@ -52,7 +54,9 @@ class AgentAudioTrack(MediaStreamTrack):
         self._start: float | None = None
         self._idle = asyncio.Event()
         self._idle.set()
+        self._paused = False
         self._first_audio_listener: FrameListener | None = None
+        self._speech_tap: SpeechTap | None = None
 
     # -- verbs ---------------------------------------------------------------------------
 
@@ -75,6 +79,7 @@ class AgentAudioTrack(MediaStreamTrack):
         self._offset = 0
         self._queued = 0
         self._utterance_sent = 0
+        self._paused = False
         self._idle.set()
         return sent
 
@@ -84,6 +89,22 @@ class AgentAudioTrack(MediaStreamTrack):
         sent = self._utterance_sent
         self._utterance_sent = 0
         return sent
+
+    def pause(self) -> None:
+        """Stop sending speech at the next frame, keeping what is queued and where it was."""
+        self._paused = True
+
+    def resume(self) -> None:
+        self._paused = False
+
+    @property
+    def paused(self) -> bool:
+        return self._paused
+
+    def tap(self, listener: SpeechTap | None) -> None:
+        """`listener(pcm, wall_time)` gets every frame that carries speech, as it is sent
+        (the echo mask compares what comes back with it)."""
+        self._speech_tap = listener
 
     def on_first_audio(self, listener: FrameListener | None) -> None:
         """Call `listener(wall_time)` once, when the next frame carrying speech is sent."""
@@ -114,12 +135,19 @@ class AgentAudioTrack(MediaStreamTrack):
         if self.readyState != "live":
             raise MediaStreamError
 
-        pcm, speech = self._take(OUTPUT_FRAME_SAMPLES)
+        if self._paused:
+            pcm, speech = np.zeros(OUTPUT_FRAME_SAMPLES, dtype=np.int16), 0
+        else:
+            pcm, speech = self._take(OUTPUT_FRAME_SAMPLES)
         frame = pcm_to_frame(pcm, OUTPUT_RATE, pts=self._pts)
         self._pts += OUTPUT_FRAME_SAMPLES
-        if speech and self._first_audio_listener is not None:
-            listener, self._first_audio_listener = self._first_audio_listener, None
-            listener(time.time())
+        if speech:
+            now = time.time()
+            if self._speech_tap is not None:
+                self._speech_tap(pcm, now)
+            if self._first_audio_listener is not None:
+                listener, self._first_audio_listener = self._first_audio_listener, None
+                listener(now)
         return frame
 
     def _take(self, count: int) -> tuple[Int16Array, int]:

@@ -1,0 +1,134 @@
+"""When the user's turn is over: the endpoint policy.
+
+Without a semantic model the turn ends after `endpoint_ms` of silence (the segmenter's
+utterance end). With Smart Turn (agent/turntaking/smart_turn.py), a pause of `pause_ms` asks
+the model: complete ends the turn now; incomplete keeps waiting, up to `endpoint_max_ms` of
+silence (the utterance end), after which the turn ends anyway.
+
+The model hears prosody, not words: "I'd like to book a table for" followed by a pause can
+sound complete. So the transcript, once it is ready (the speculative reply computes it in the
+pause, before any audio exists), can hold a turn the model called complete: a turn whose
+words end mid-phrase (a conjunction, a preposition, an article, a filler, a trailing comma or
+ellipsis) waits for more, never the other way round. Nothing is played before the transcript
+exists, so the hold costs no latency when it does not apply.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from enum import Enum
+
+DANGLING_WORDS = frozenset(
+    [
+        "and",
+        "or",
+        "but",
+        "so",
+        "because",
+        "if",
+        "then",
+        "that",
+        "which",
+        "who",
+        "whom",
+        "whose",
+        "when",
+        "while",
+        "although",
+        "though",
+        "unless",
+        "until",
+        "than",
+        "as",
+        "for",
+        "to",
+        "of",
+        "in",
+        "on",
+        "at",
+        "with",
+        "from",
+        "about",
+        "into",
+        "onto",
+        "by",
+        "like",
+        "without",
+        "between",
+        "over",
+        "under",
+        "after",
+        "before",
+        "through",
+        "a",
+        "an",
+        "the",
+        "my",
+        "your",
+        "his",
+        "her",
+        "its",
+        "our",
+        "their",
+        "this",
+        "these",
+        "those",
+        "some",
+        "any",
+        "every",
+        "each",
+        "no",
+        "um",
+        "uh",
+        "er",
+        "erm",
+        "hmm",
+        "mm",
+    ]
+)
+"""Words that do not end an utterance when they are its last (in English)."""
+
+_WORD = re.compile(r"[a-z']+")
+
+
+class Kind(Enum):
+    SEMANTIC = "semantic"
+    """Smart Turn called the turn complete at a pause."""
+    SILENCE = "silence"
+    """No semantic model: `endpoint_ms` of silence."""
+    CEILING = "ceiling"
+    """The model called it incomplete (or the words did), and the user stayed silent for
+    `endpoint_max_ms`."""
+    FORCED = "forced"
+    """The utterance reached `max_utterance_s`."""
+
+
+@dataclass(frozen=True)
+class Verdict:
+    complete: bool
+    probability: float
+
+
+class EndpointPolicy:
+    def __init__(self, threshold: float = 0.5) -> None:
+        if not 0.0 < threshold < 1.0:
+            raise ValueError(f"the end-of-turn threshold must be in (0, 1), got {threshold}")
+        self.threshold = threshold
+
+    def judge(self, probability: float) -> Verdict:
+        return Verdict(probability >= self.threshold, probability)
+
+
+def words_continue(transcript: str) -> bool:
+    """Do these words stop mid-phrase? True for "I'd like a table for", "The thing is, um,",
+    "So I was thinking...", False for "What are you waiting for?" and "Paris."."""
+    text = transcript.strip()
+    if not text:
+        return False
+    if text[-1] in "?!":
+        return False
+    if text.endswith((",", "...", "…", "-", "—", ";", ":")):
+        return True
+    words = _WORD.findall(text.lower())
+    return bool(words) and words[-1] in DANGLING_WORDS
