@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 
 from agent.config import ConversationConfig, ModelConfig, ServerConfig, default_models_dir
+from agent.models.registry import PROFILE_NAMES
 
 ENV_PREFIX = "VOICE_AGENT_"
 
@@ -65,7 +66,7 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
     add_models_dir_argument(models)
     models.add_argument(
         "--profile",
-        choices=("tiny", "cpu", "gpu"),
+        choices=PROFILE_NAMES,
         default=_env("profile", "") or None,
         help="model profile (default: gpu when llama.cpp has CUDA and a GPU is present, else cpu)",
     )
