@@ -143,7 +143,7 @@ def test_cli_pull_without_network_fails_fast(
 
 
 def test_pull_is_idempotent_without_network(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, spawned: list[str]
 ) -> None:
     from agent.models.pull import pull_profile
 
@@ -157,9 +157,15 @@ def test_pull_is_idempotent_without_network(
     # all there: no download (the end-of-turn model, from the package index, is left out)
     paths = pull_profile(replace(profile, turn=None), tmp_path, progress=False)
     assert paths[1] == tmp_path / profile.llm.name / profile.llm.main
+    assert profile.turn is not None
+    turn = tmp_path / profile.turn.name / profile.turn.main
+    turn.parent.mkdir()
+    turn.write_bytes(b"x")
     resolved = resolve_models(ModelConfig(models_dir=tmp_path, profile="cpu", offline=False))
     assert resolved.stt == tmp_path / profile.stt.name
     assert resolved.voice.name == "en_US-lessac-medium.onnx"
+    assert resolved.turn == turn
+    assert spawned == []
 
 
 def test_synth_names_missing_packages_before_writing(

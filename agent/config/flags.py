@@ -68,7 +68,9 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
         "--profile",
         choices=PROFILE_NAMES,
         default=_env("profile", "") or None,
-        help="model profile (default: gpu when llama.cpp has CUDA and a GPU is present, else cpu)",
+        help="model profile (default: gpu when llama.cpp has CUDA and a GPU is present, else "
+        "cpu; when those are missing and the hub cannot be reached, small, from the package "
+        "index, with a warning)",
     )
     models.add_argument(
         "--offline",
@@ -83,6 +85,12 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
         type=Path,
         default=None,
         help="Piper voice (.onnx file) or MMS-TTS model (directory)",
+    )
+    models.add_argument(
+        "--turn-model",
+        type=Path,
+        default=_env("turn_model", "") or None,
+        help="end-of-turn model (Smart Turn .onnx file); default: the profile's",
     )
     models.add_argument(
         "--tts",
