@@ -16,6 +16,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from agent.config import ConversationConfig
+from agent.models.registry import PROFILE_NAMES
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +58,7 @@ def register(subparsers: Any) -> None:
     )
     target.add_argument(
         "--profile",
-        choices=("tiny", "cpu", "gpu"),
+        choices=PROFILE_NAMES,
         default=None,
         help="model profile (for --launch and the floor; default: the server's, from /health)",
     )

@@ -34,6 +34,7 @@ import aiohttp
 import numpy as np
 import psutil
 
+from agent.models.registry import PROFILE_NAMES
 from benchmarks import machine, runner
 from benchmarks.corpus import Utterance, default_corpus, load_directory
 from benchmarks.harness import cpu_seconds, launched, summarize, write_results
@@ -279,7 +280,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--models", type=Path, required=True, help="models directory")
-    parser.add_argument("--profile", default="tiny", choices=("tiny", "cpu", "gpu"))
+    parser.add_argument("--profile", default="tiny", choices=PROFILE_NAMES)
     parser.add_argument("--sessions", type=_counts, default=(1, 2, 4, 8), help="talking sweep")
     parser.add_argument("--listening", type=_counts, default=(1, 4, 8), help="listening sweep")
     parser.add_argument("--cap", type=int, default=None, help="--max-sessions (default: max N)")

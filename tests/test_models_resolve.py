@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import re
 import socket
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -21,7 +23,7 @@ from agent.models.synth import synthesize
 
 
 def test_registry_entries_are_complete() -> None:
-    assert set(PROFILES) == {"tiny", "cpu", "gpu"}
+    assert set(PROFILES) == {"tiny", "small", "cpu", "gpu"}
     for name in ("cpu", "gpu"):
         profile = get_profile(name)
         for entry in profile.entries:
@@ -31,6 +33,8 @@ def test_registry_entries_are_complete() -> None:
         assert profile.llm.shape.quantization == "Q4_K_M"
         assert profile.llm.files[0].path.endswith("Q4_K_M.gguf")
     assert get_profile("cpu").voice == get_profile("gpu").voice
+    assert get_profile("cpu").turn == get_profile("gpu").turn == get_profile("small").turn
+    assert get_profile("tiny").turn is None
     cpu_stt, gpu_stt = get_profile("cpu").stt.shape, get_profile("gpu").stt.shape
     assert isinstance(cpu_stt, WhisperShape) and isinstance(gpu_stt, WhisperShape)
     assert gpu_stt.d_model > cpu_stt.d_model
@@ -139,7 +143,7 @@ def test_cli_pull_without_network_fails_fast(
 
 
 def test_pull_is_idempotent_without_network(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, spawned: list[str]
 ) -> None:
     from agent.models.pull import pull_profile
 
@@ -150,11 +154,18 @@ def test_pull_is_idempotent_without_network(
             path = tmp_path / entry.name / f.path
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(b"x")
-    paths = pull_profile(profile, tmp_path, progress=False)  # all there: no download
+    # all there: no download (the end-of-turn model, from the package index, is left out)
+    paths = pull_profile(replace(profile, turn=None), tmp_path, progress=False)
     assert paths[1] == tmp_path / profile.llm.name / profile.llm.main
+    assert profile.turn is not None
+    turn = tmp_path / profile.turn.name / profile.turn.main
+    turn.parent.mkdir()
+    turn.write_bytes(b"x")
     resolved = resolve_models(ModelConfig(models_dir=tmp_path, profile="cpu", offline=False))
     assert resolved.stt == tmp_path / profile.stt.name
     assert resolved.voice.name == "en_US-lessac-medium.onnx"
+    assert resolved.turn == turn
+    assert spawned == []
 
 
 def test_synth_names_missing_packages_before_writing(
@@ -169,3 +180,40 @@ def test_synth_names_missing_packages_before_writing(
     with pytest.raises(RuntimeError, match="pip install torch"):
         synthesize("cpu", tmp_path)
     assert not any(tmp_path.iterdir())
+
+
+def test_small_profile_is_recorded_wheel_by_wheel() -> None:
+    """Every file of the package-index profile: its wheels, members, size and SHA-256."""
+    small = get_profile("small")
+    assert [e.name for e in (*small.entries, small.turn) if e] == [
+        "whisper-base",
+        "smollm2-135m-instruct-q4_1",
+        "piper-en_US-joe-medium",
+        "smart-turn-v3.2",
+    ]
+    for entry in (*small.entries, small.turn):
+        assert entry is not None and entry.source == "index" and entry.repo is None
+        names = [w.name for w in entry.wheels]
+        for wheel in entry.wheels:
+            assert wheel.version and re.fullmatch(r"[0-9a-f]{64}", wheel.sha256)
+        for f in entry.files:
+            assert f.size > 0 and re.fullmatch(r"[0-9a-f]{64}", f.sha256), f
+            assert f.parts and all(part.wheel in names for part in f.parts)
+        assert {part.wheel for f in entry.files for part in f.parts} == set(names)
+    model_bin = small.stt.files[0]
+    assert model_bin.path == "model.bin" and len(model_bin.parts) == 2
+    assert small.stt_multilingual is None  # whisper-base is multilingual already
+
+
+def test_cli_pull_defaults_to_the_profile_serve_picks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from agent.models.device import auto_profile
+
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
+    args = _parser().parse_args(["models", "pull", "--models", str(tmp_path)])
+    assert args.profile is None
+    assert args.func(args) == 1  # no hub here
+    out, err = capsys.readouterr()
+    assert f"profile: {auto_profile()} (what `voice-agent serve` picks here" in out
+    assert "--profile small" in err

@@ -349,6 +349,12 @@ async def test_hang_up_removes_the_session(start_server: ServerFactory, tmp_path
         assert await page.get_attribute("#talk", "aria-pressed") == "true"
         assert await page.inner_text("#state-text") == "Listening"
         assert len(server.sessions) == 1
+        # The footer's count follows the connection (it was read at load, before it).
+        await probe.wait_for(
+            "document.getElementById('models').textContent.includes('1 of 8 sessions in use')",
+            5,
+            "the footer to count this session",
+        )
         (session_id,) = pipeline.sessions
         # The microphone reaches the server and moves the level meter.
         await wait_until(lambda: pipeline.sinks[session_id].stream_samples > 16_000, 10, "audio")
@@ -367,6 +373,51 @@ async def test_hang_up_removes_the_session(start_server: ServerFactory, tmp_path
         assert await page.inner_text("#connection-text") == "Not connected"
         assert await probe.value("window.__pcs.every(pc => pc.connectionState === 'closed')")
         assert await page.is_hidden("#error")
+        await probe.wait_for(
+            "document.getElementById('models').textContent.includes('0 of 8 sessions in use')",
+            5,
+            "the footer to drop this session",
+        )
+        assert await page.is_hidden("#fallback")
+        assert probe.errors == []
+
+
+class FallbackPipeline(RecordingPipeline):
+    """Reports what a first start without the hub serves: the small profile, and why."""
+
+    def describe(self) -> dict[str, Any]:
+        from agent.models.device import detect_device
+        from agent.models.resolve import ProfileFallback, ResolvedModels, models_health
+
+        resolved = ResolvedModels(
+            "small",
+            stt=Path("/m/whisper-base"),
+            llm=Path("/m/smollm2-135m-instruct-q4_1/SmolLM2-135M-Instruct.Q4_1.gguf"),
+            voice=Path("/m/piper-en_US-joe-medium/en_US-joe-medium.onnx"),
+            fallback=ProfileFallback(
+                "cpu",
+                "the model hub (https://huggingface.co) cannot be reached",
+                "voice-agent models pull --profile cpu --models /m",
+            ),
+        )
+        return models_health(resolved, detect_device("cpu"))
+
+
+async def test_page_shows_the_small_model_fallback(start_server: ServerFactory) -> None:
+    server = await start_server(pipeline=FallbackPipeline())
+    async with browser_page(server.url, mic_wav=None) as probe:
+        page = probe.page
+        assert await page.is_visible("#fallback")
+        banner = await page.inner_text("#fallback")
+        assert "Small models, low quality" in banner
+        assert "the cpu models could not be used" in banner
+        assert "cannot be reached" in banner
+        assert await page.inner_text("#fallback-command") == (
+            "voice-agent models pull --profile cpu --models /m"
+        )
+        assert await page.is_hidden("#synthetic")
+        assert "models: small" in await page.inner_text("#models")
+        await screenshots(page, "web-fallback")
         assert probe.errors == []
 
 

@@ -35,8 +35,11 @@ function showError(message) {
 }
 
 function setConnection(phase, text) {
+  const changed = document.body.dataset.connection !== phase;
   document.body.dataset.connection = phase;
   connectionText.textContent = text;
+  // The footer counts the server's sessions: ours among them once connected, not after.
+  if (changed && ["connected", "idle", "failed"].includes(phase)) showServerInfo();
 }
 
 function setTalking(on) {
@@ -214,16 +217,34 @@ async function showServerInfo() {
     else if (device.llm) parts.push(`LLM on ${device.llm}, speech recognition on ${device.stt}`);
     if (health.max_sessions) parts.push(`${health.sessions} of ${health.max_sessions} sessions in use`);
     models.textContent = parts.length ? parts.join(" · ") : "Server ready";
-    models.title = ["stt", "llm", "voice"]
+    models.title = ["stt", "llm", "voice", "turn"]
       .filter((k) => info[k] && info[k].path)
       .map((k) => `${k}: ${info[k].path}`)
       .join("\n");
     $("synthetic").hidden = !info.synthetic;
+    showFallback(info.fallback);
   } catch {
     models.textContent = "The server is unreachable.";
   }
 }
 
+// The server serves the small profile because the one it would pick could not be fetched.
+function showFallback(fallback) {
+  $("fallback").hidden = !fallback;
+  if (!fallback) return;
+  $("fallback-requested").textContent = fallback.requested;
+  $("fallback-reason").textContent = fallback.reason;
+  $("fallback-command").textContent = fallback.command;
+}
+
+const SERVER_INFO_POLL_MS = 15000; // other visitors' sessions come and go too
+
 setTalking(false);
 agentState.reset(false);
 showServerInfo();
+setInterval(() => {
+  if (document.visibilityState === "visible") showServerInfo();
+}, SERVER_INFO_POLL_MS);
+document.addEventListener("visibilitychange", () => {
+  if (document.visibilityState === "visible") showServerInfo();
+});

@@ -74,6 +74,14 @@ async def serve(config: AppConfig) -> int:
             )
             return 1
         print(f"voice-agent is ready: open {page_url(config)}", flush=True)
+        fallback = runtime.resolved.fallback
+        if fallback is not None:
+            print(
+                f"  (serving the small models, LOW QUALITY, instead of {fallback.requested}: "
+                f"{fallback.reason}; fetch the {fallback.requested} models with: "
+                f"{fallback.command})",
+                flush=True,
+            )
         if not is_loopback_host(config.server.host):
             print(
                 "  (browsers allow the microphone only on localhost or over HTTPS: put a "

