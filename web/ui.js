@@ -9,7 +9,9 @@ export const STATE_LABELS = {
   listening: "Listening",
   "user speaking": "You are speaking",
   thinking: "Thinking…",
+  waiting: "Waiting for you to finish…",
   speaking: "Speaking",
+  paused: "Paused: listening to you",
   interrupted: "Interrupted",
 };
 
@@ -46,6 +48,7 @@ export class AgentState {
     this.userSpeaking = false;
     this.agentSpeaking = false;
     this.thinking = false;
+    this.waiting = false;
     this.interruptedUntil = 0;
     this.thinkingTimer = null;
     this.flashTimer = null;
@@ -54,7 +57,7 @@ export class AgentState {
 
   reset(active) {
     this.active = active;
-    this.userSpeaking = this.agentSpeaking = this.thinking = false;
+    this.userSpeaking = this.agentSpeaking = this.thinking = this.waiting = false;
     this.interruptedUntil = 0;
     clearTimeout(this.thinkingTimer);
     clearTimeout(this.flashTimer);
@@ -69,12 +72,19 @@ export class AgentState {
     switch (event.type) {
       case "user_speech_start":
         this.userSpeaking = true;
+        this.waiting = false;
         break;
       case "user_speech_end":
         this.userSpeaking = false;
         if (!this.agentSpeaking) this.#startThinking();
         break;
+      case "turn_pending":
+        // The pause did not sound (or read) like the end of the turn: the agent waits.
+        this.waiting = true;
+        this.#stopThinking();
+        break;
       case "transcript":
+        this.waiting = false;
         this.#startThinking(); // a reply is coming: no more timeout
         clearTimeout(this.thinkingTimer);
         break;
@@ -87,6 +97,7 @@ export class AgentState {
         this.agentSpeaking = false;
         break;
       case "interrupted":
+        if (event.resumed) break; // a noise or a backchannel: the agent went on
         this.#stopThinking();
         this.agentSpeaking = false;
         this.interruptedUntil = performance.now() + INTERRUPTED_SHOW_MS;
@@ -122,8 +133,10 @@ export class AgentState {
     if (!this.active) return;
     let state = "listening";
     if (performance.now() < this.interruptedUntil) state = "interrupted";
+    else if (this.userSpeaking && this.agentSpeaking) state = "paused";
     else if (this.userSpeaking) state = "user speaking";
     else if (this.agentSpeaking) state = "speaking";
+    else if (this.waiting) state = "waiting";
     else if (this.thinking) state = "thinking";
     this.#publish(state);
   }
@@ -165,7 +178,7 @@ export class ConversationLog {
       case "transcript": {
         const bubble = this.#userBubble(turn, false);
         bubble.text.textContent = event.text;
-        bubble.item.classList.remove("pending");
+        bubble.item.classList.remove("pending", "waiting");
         bubble.item.setAttribute("aria-busy", "false");
         break;
       }
@@ -182,7 +195,12 @@ export class ConversationLog {
         this.#finishAgent(turn);
         break;
       case "interrupted":
-        this.#interrupt(turn, event.heard || "", Boolean(event.false_interruption));
+        if (event.resumed) this.#resumed(turn);
+        else if (!event.heard && !event.false_interruption) this.#takeBack(turn);
+        else this.#interrupt(turn, event.heard || "", Boolean(event.false_interruption));
+        break;
+      case "turn_pending":
+        this.#userBubble(turn, true).item.classList.add("waiting");
         break;
       case "turn_metrics":
         this.#metrics(turn, event);
@@ -274,6 +292,29 @@ export class ConversationLog {
   #finishAgent(turn) {
     const entry = this.turns.get(turn);
     if (entry && entry.agent) entry.agent.item.classList.remove("streaming", "speaking");
+  }
+
+  /** The user went on before hearing the reply: it was one turn, answered again. */
+  #takeBack(turn) {
+    const entry = this.turns.get(turn);
+    if (!entry) return;
+    if (entry.agent) entry.agent.item.remove();
+    entry.agent = null;
+    if (entry.user) {
+      entry.user.item.classList.add("pending");
+      entry.user.item.setAttribute("aria-busy", "true");
+    }
+    this.#changed();
+  }
+
+  /** A sound paused the agent, which then went on where it was. */
+  #resumed(turn) {
+    const bubble = this.turns.get(turn)?.agent;
+    if (!bubble) return;
+    bubble.meta.querySelector(".badge-resumed")?.remove();
+    const badge = el("span", "badge badge-resumed", "went on after a noise");
+    badge.title = "A sound paused the agent (a cough, \"mm-hm\", its own echo); it was not you taking the turn, so it went on.";
+    bubble.meta.prepend(badge);
   }
 
   #interrupt(turn, heard, falseInterruption) {

@@ -7,7 +7,7 @@ import asyncio
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -16,9 +16,11 @@ from agent.config import AppConfig
 from agent.dialogue.conversation import Conversation, Listening
 from agent.dialogue.turn import TurnDeps
 from agent.metrics import Metrics
+from agent.models import ModelError
 from agent.models.device import DeviceInfo, detect_device
 from agent.models.loaders import load_llama, load_mms, load_piper, load_whisper
 from agent.models.resolve import ResolvedModels, models_health, resolve_models
+from agent.stages.llm.build_check import check_llama_build
 from agent.stages.llm.llama import ChatModel
 from agent.stages.stt import Transcriber
 from agent.stages.tts import Synthesizer
@@ -98,6 +100,8 @@ class Runtime:
         )
         device = detect_device(config.models.device)
         log.info("device: %s", device.description)
+        if not device.llm_gpu:
+            await asyncio.to_thread(check_llama_build, resolved.llm, config.models.models_dir)
         whisper, llama, tts = await asyncio.gather(
             asyncio.to_thread(load_whisper, resolved.stt, device),
             asyncio.to_thread(load_llama, resolved.llm, config.models.llm_context, device),
@@ -106,13 +110,14 @@ class Runtime:
         chat = ChatModel(llama, max_reply_tokens=config.conversation.max_reply_tokens)
         turn_model = None
         if resolved.turn is not None:
-            turn_model = await asyncio.to_thread(load_smart_turn, resolved.turn)
-        else:
-            log.warning(
-                "no end-of-turn model: turns end after %d ms of silence (%s)",
-                config.conversation.endpoint_ms,
-                resolved.turn_missing or "none configured",
-            )
+            try:
+                turn_model = await asyncio.to_thread(load_smart_turn, resolved.turn)
+            except ModelError as exc:
+                # The end-of-turn model is optional: a broken one is reported, not fatal.
+                log.warning("%s: turns end on silence alone", exc)
+                resolved = replace(
+                    resolved, turn=None, turn_note=f"{exc}: turns end on silence alone"
+                )
         runtime = cls(
             config, resolved, device, whisper=whisper, chat=chat, tts=tts, turn_model=turn_model
         )
@@ -176,24 +181,18 @@ class Runtime:
     def describe(self) -> dict[str, Any]:
         report = models_health(self.resolved, self.device)
         conversation = self.config.conversation
+        turn = report["turn"]
+        assert isinstance(turn, dict)
         if self.turn_model is not None:
-            report["endpoint"] = {
-                "kind": "semantic",
-                "model": str(self.turn_model.path),
-                "pause_ms": conversation.pause_ms,
-                "max_ms": conversation.endpoint_max_ms,
-                "calls": self.turn_model.calls,
-                "mean_call_ms": round(self.turn_model.seconds / self.turn_model.calls * 1000, 1)
-                if self.turn_model.calls
-                else None,
-            }
+            calls = self.turn_model.calls
+            turn["pause_ms"] = conversation.pause_ms
+            turn["max_ms"] = conversation.endpoint_max_ms
+            turn["calls"] = calls
+            turn["mean_call_ms"] = (
+                round(self.turn_model.seconds / calls * 1000, 1) if calls else None
+            )
         else:
-            report["endpoint"] = {
-                "kind": "silence",
-                "silence_ms": conversation.endpoint_ms,
-                "warning": "no end-of-turn model: turns end after a fixed silence "
-                f"({self.resolved.turn_missing or 'none configured'})",
-            }
+            turn["silence_ms"] = conversation.endpoint_ms
         report["speculation"] = conversation.speculate
         report["warmup_ms"] = {k: round(v * 1000, 1) for k, v in self.warmup_s.items()}
         return report
