@@ -34,6 +34,7 @@ import aiohttp
 import numpy as np
 import psutil
 
+from agent.config.env import apply_environment
 from benchmarks import machine, runner
 from benchmarks.corpus import Utterance, default_corpus, load_directory
 from benchmarks.harness import cpu_seconds, launched, summarize, write_results
@@ -287,6 +288,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--utterances", type=Path, default=None, help="WAV directory")
     parser.add_argument("--note", default="", help="a remark for the report (a busy machine)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/load"))
+    apply_environment(parser)
     return parser.parse_args(argv)
 
 

@@ -35,6 +35,7 @@ import numpy as np
 from aiortc import RTCPeerConnection
 
 from agent.config import AppConfig, ConversationConfig, ModelConfig
+from agent.config.env import apply_environment
 from benchmarks import machine
 from benchmarks.corpus import Utterance, synthesize_utterance
 from benchmarks.harness import (
@@ -368,6 +369,7 @@ def main() -> int:
     )
     parser.add_argument("--note", default="", help="a remark for the report (a busy machine)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/soak"))
+    apply_environment(parser)
     args = parser.parse_args()
     args.started = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
     logging.basicConfig(level=logging.WARNING)
