@@ -3,20 +3,16 @@ from __future__ import annotations
 import asyncio
 import gc
 import os
-import shutil
-import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-import numpy as np
 import pytest
 import pytest_asyncio
 from aiohttp import web
 from aiortc import RTCPeerConnection
 
 from agent.app.pipeline import Pipeline
-from agent.audio import Int16Array
 from agent.config import AppConfig, ServerConfig
 from agent.config.env import parse_bool
 from signaling.app import SESSIONS_KEY, create_app
@@ -120,18 +116,4 @@ def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-def espeak(text: str, tmp_path: Path, *, speed: int = 160) -> tuple[Int16Array, int]:
-    """Speech made by espeak-ng: (int16 mono PCM, sample rate)."""
-    if shutil.which("espeak-ng") is None:
-        pytest.fail("espeak-ng is not installed: run the README's test command")
-    wav = tmp_path / f"espeak-{abs(hash(text))}.wav"
-    subprocess.run(["espeak-ng", "-s", str(speed), "-w", str(wav), text], check=True)
-    import wave
-
-    with wave.open(str(wav), "rb") as f:
-        rate = f.getframerate()
-        pcm = np.frombuffer(f.readframes(f.getnframes()), dtype=np.int16).copy()
-    return pcm, rate
-
-
-__all__ = ["RunningServer", "ServerConfig", "espeak", "in_ci"]
+__all__ = ["RunningServer", "ServerConfig", "in_ci"]

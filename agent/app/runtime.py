@@ -12,12 +12,12 @@ from typing import Any
 
 import numpy as np
 
-from agent.config import AppConfig
+from agent.config import AppConfig, ConversationConfig
 from agent.dialogue.conversation import Conversation
 from agent.dialogue.turn import TurnDeps
 from agent.metrics import Metrics
 from agent.models.device import DeviceInfo, detect_device
-from agent.models.loaders import load_llama, load_mms, load_piper, load_whisper
+from agent.models.loaders import load_llama, load_mms, load_piper, load_vad_model, load_whisper
 from agent.models.resolve import ResolvedModels, models_health, resolve_models
 from agent.stages.llm.llama import ChatModel
 from agent.stages.stt import Transcriber
@@ -26,7 +26,7 @@ from agent.stages.tts.mms import MmsSynthesizer
 from agent.stages.tts.piper import PiperSynthesizer
 from agent.threads import run_in
 from agent.transport.session import AudioSink, Session
-from agent.turntaking.vad import SileroVad, StreamingVad, VadSettings
+from agent.turntaking.vad import StreamingVad, VadSettings
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +51,14 @@ class Executors:
     def shutdown(self) -> None:
         for pool in (self.vad, self.stt, self.tts):
             pool.shutdown(wait=True, cancel_futures=True)
+
+
+def session_vad(conversation: ConversationConfig) -> StreamingVad:
+    """One session's streaming VAD: the shared Silero model (checked and loaded once per
+    process) behind this session's own recurrent state, with the conversation's settings.
+    Everything that listens as a session does (the benchmarks' floor included) makes its
+    VAD here."""
+    return StreamingVad(VadSettings.from_config(conversation), load_vad_model())
 
 
 def load_synthesizer(resolved: ResolvedModels, device: DeviceInfo) -> Synthesizer:
@@ -105,7 +113,7 @@ class Runtime:
         """Run each model once so the first user's first turn is as fast as later ones."""
         silence = np.zeros(16_000, dtype=np.int16)
         started = time.perf_counter()
-        await run_in(self.executors.vad, SileroVad().probability, silence[:512])
+        await run_in(self.executors.vad, load_vad_model().probability, silence[:512])
         self.warmup_s["vad"] = time.perf_counter() - started
         started = time.perf_counter()
         await self.transcriber.transcribe(silence)
@@ -123,7 +131,7 @@ class Runtime:
         self.metrics.sessions.inc()
         return Conversation(
             config=self.config.conversation,
-            vad=StreamingVad(VadSettings.from_config(self.config.conversation)),
+            vad=session_vad(self.config.conversation),
             vad_executor=self.executors.vad,
             deps=self.turn_deps(session),
             metrics=self.metrics,
