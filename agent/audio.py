@@ -1,4 +1,4 @@
-"""Audio helpers: resampling with PyAV, int16/float conversion, fixed-size framing."""
+"""Audio helpers: resampling with PyAV, int16 to float, level, PyAV frames."""
 
 from __future__ import annotations
 
@@ -23,16 +23,11 @@ def int16_to_float(pcm: Int16Array) -> Float32Array:
     return np.divide(pcm, 32768.0, dtype=np.float32)
 
 
-def float_to_int16(samples: npt.NDArray[np.floating]) -> Int16Array:
-    clipped = np.clip(samples, -1.0, 1.0) * 32767.0
-    return np.asarray(clipped, dtype=np.int16)
-
-
-def rms_dbfs(pcm: Int16Array) -> float:
+def rms(pcm: Int16Array) -> float:
+    """Root mean square of int16 PCM, in sample units (0 for no samples)."""
     if pcm.size == 0:
-        return -120.0
-    rms = float(np.sqrt(np.mean(np.square(pcm.astype(np.float64)))))
-    return 20.0 * float(np.log10(max(rms, 1e-3) / 32768.0))
+        return 0.0
+    return float(np.sqrt(np.mean(np.square(pcm.astype(np.float64)))))
 
 
 class MonoResampler:

@@ -10,11 +10,14 @@ from collections.abc import Sequence
 
 from agent import __version__
 from agent.config import AppConfig, config_from_args
+from agent.config.env import apply_environment
 from agent.config.flags import add_server_arguments
 from agent.models.cli import register as register_models
 from benchmarks.cli import register as register_bench
 
 log = logging.getLogger("voice-agent")
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -24,7 +27,13 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"voice-agent {__version__}")
-    parser.add_argument("--log-level", default="INFO", help="logging level")
+    parser.add_argument(
+        "--log-level",
+        type=str.upper,
+        choices=LOG_LEVELS,
+        default="INFO",
+        help="logging level",
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     serve = commands.add_parser(
@@ -37,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     register_models(commands)
     register_bench(commands)
+    apply_environment(parser)  # every option of every command, from VOICE_AGENT_<OPTION>
     return parser
 
 
@@ -55,7 +65,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(
-        level=args.log_level.upper(),
+        level=args.log_level,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     # faster-whisper logs every transcription at INFO; one line per turn is noise here.

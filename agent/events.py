@@ -4,19 +4,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any, Literal
-
-EventType = Literal[
-    "user_speech_start",
-    "user_speech_end",
-    "transcript",
-    "agent_text",
-    "agent_speech_start",
-    "agent_speech_end",
-    "interrupted",
-    "turn_metrics",
-    "error",
-]
+from typing import Any
 
 
 def user_speech_start(turn_id: int) -> dict[str, Any]:

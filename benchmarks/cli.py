@@ -31,6 +31,19 @@ def _sessions(text: str) -> list[int]:
     return values
 
 
+def without_secrets(argv: list[str]) -> list[str]:
+    """`argv` with the value of `--token` hidden, for the results, which are shared."""
+    shown: list[str] = []
+    for arg in argv:
+        if shown and shown[-1] == "--token":
+            shown.append("...")
+        elif arg.startswith("--token="):
+            shown.append("--token=...")
+        else:
+            shown.append(arg)
+    return shown
+
+
 def register(subparsers: Any) -> None:
     """Add the `bench` command to the `voice-agent` command's subparsers."""
     bench: argparse.ArgumentParser = subparsers.add_parser(
@@ -44,10 +57,18 @@ def register(subparsers: Any) -> None:
     target = bench.add_argument_group("target")
     target.add_argument("--url", default="http://127.0.0.1:8080", help="the agent's base URL")
     target.add_argument(
+        "--token",
+        default=None,
+        help="the agent's access token, sent as `Authorization: Bearer` with each offer and "
+        "DELETE (and given to a launched server); prefer VOICE_AGENT_TOKEN: other local "
+        "users can read command lines",
+    )
+    target.add_argument(
         "--launch",
         action="store_true",
-        help="start `voice-agent serve` on the URL's port with --models/--profile first, and "
-        "stop it at the end",
+        help="start `voice-agent serve` on the URL's host and port first (with --models, "
+        "--profile, --endpoint-ms, --max-reply-tokens, --token, and no per-address limits: "
+        "--max-sessions-per-ip 0 --offer-rate 0), and stop it at the end",
     )
     target.add_argument(
         "--models",
@@ -157,6 +178,7 @@ async def launched(args: argparse.Namespace) -> AsyncIterator[None]:
         args.out / "server.log",
         host=url.hostname or "127.0.0.1",
         port=url.port or 8080,
+        token=args.token,
     ):
         yield
 
@@ -182,12 +204,15 @@ async def bench(args: argparse.Namespace) -> int:
         turn_timeout_s=args.turn_timeout,
         barge_in_after_s=args.barge_in_after,
         seed=args.seed,
+        token=args.token,
     )
     flags = {
         k: (str(v) if isinstance(v, Path) else v)
         for k, v in vars(args).items()
         if k not in ("func", "command", "log_level")
     }
+    if args.token is not None:
+        flags["token"] = "(given)"  # results are shared; the secret stays out of them
     runs: list[dict[str, Any]] = []
     total = sum(n * (args.warmup + args.turns + args.barge_in) for n in args.sessions)
     async with launched(args):
@@ -228,7 +253,7 @@ async def bench(args: argparse.Namespace) -> int:
     result: dict[str, Any] = {
         "meta": {
             "started": started,
-            "command": "voice-agent " + shlex.join(sys.argv[1:])
+            "command": "voice-agent " + shlex.join(without_secrets(sys.argv[1:]))
             if sys.argv and "bench" in sys.argv
             else "voice-agent bench",
             "url": args.url,

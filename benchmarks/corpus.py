@@ -129,30 +129,38 @@ def load_directory(directory: Path) -> list[Utterance]:
     return utterances
 
 
-def espeak_clip(text: str, voice: str, speed: int, workdir: Path) -> tuple[Int16Array, int]:
-    """One espeak-ng clip, with its leading and trailing silence cut."""
+def espeak(text: str, *, voice: str | None = None, speed: int = 160) -> tuple[Int16Array, int]:
+    """`text` spoken by espeak-ng as it makes it: (mono int16 PCM, sample rate)."""
     executable = shutil.which("espeak-ng")
     if executable is None:
         raise RuntimeError(
-            "espeak-ng is not installed (apt-get install espeak-ng), and no --utterances "
-            "directory was given"
+            "espeak-ng is not installed (apt-get install espeak-ng); it speaks the default "
+            "corpus (the bench takes recordings with --utterances DIR instead) and the tests"
         )
-    wav = workdir / "clip.wav"
-    subprocess.run(
-        [executable, "-v", voice, "-s", str(speed), "-w", str(wav), text],
-        check=True,
-        capture_output=True,
-    )
-    pcm, rate = read_wav(wav)
+    with tempfile.TemporaryDirectory(prefix="voice-agent-espeak-") as tmp:
+        wav = Path(tmp) / "speech.wav"
+        voice_args = ["-v", voice] if voice else []
+        subprocess.run(
+            [executable, *voice_args, "-s", str(speed), "-w", str(wav), text],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+        return read_wav(wav)
+
+
+def espeak_clip(text: str, voice: str, speed: int) -> tuple[Int16Array, int]:
+    """One espeak-ng clip, with its leading and trailing silence cut."""
+    pcm, rate = espeak(text, voice=voice, speed=speed)
     bounds = speech_bounds(pcm, rate)
     if bounds is None:
         raise RuntimeError(f"espeak-ng made no sound for {text!r}")
     return pcm[bounds[0] : bounds[1]], rate
 
 
-def synthesize_utterance(name: str, text: str, voice: str, speed: int, workdir: Path) -> Utterance:
+def synthesize_utterance(name: str, text: str, voice: str, speed: int) -> Utterance:
     parts = [p.strip() for p in text.split("|")]
-    clips = [espeak_clip(p, voice, speed, workdir) for p in parts]
+    clips = [espeak_clip(p, voice, speed) for p in parts]
     rate = clips[0][1]
     pause = np.zeros(round(PAUSE_S * rate), dtype=np.int16)
     speech: list[Int16Array] = []
@@ -175,11 +183,10 @@ def default_corpus(
 ) -> list[Utterance]:
     """The default utterances, written as WAV files (with a `.txt` of their text) into
     `cache_dir` when given, so a run can be repeated with `--utterances cache_dir`."""
-    utterances = []
-    with tempfile.TemporaryDirectory(prefix="voice-agent-corpus-") as tmp:
-        for index, (text, voice, speed) in enumerate(texts):
-            name = f"{index + 1:02d}"
-            utterances.append(synthesize_utterance(name, text, voice, speed, Path(tmp)))
+    utterances = [
+        synthesize_utterance(f"{index + 1:02d}", text, voice, speed)
+        for index, (text, voice, speed) in enumerate(texts)
+    ]
     if cache_dir is not None:
         cache_dir.mkdir(parents=True, exist_ok=True)
         for utterance in utterances:
@@ -192,6 +199,7 @@ __all__ = [
     "DEFAULT_TEXTS",
     "Utterance",
     "default_corpus",
+    "espeak",
     "load_directory",
     "make_utterance",
     "read_wav",

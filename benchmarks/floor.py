@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from agent.app.runtime import Runtime
+from agent.app.runtime import Runtime, session_vad
 from agent.audio import STT_RATE, resample_pcm
 from agent.config import AppConfig, ConversationConfig, ModelConfig
 from agent.dialogue.history import ChatHistory
@@ -32,7 +32,7 @@ from agent.stages.chunker import SpeechChunker
 from agent.stages.llm.llama import ChatModel
 from agent.stages.stt import Transcriber
 from agent.stages.tts import Synthesizer
-from agent.turntaking.vad import SpeechEnded, StreamingVad, VadSettings
+from agent.turntaking.vad import SpeechEnded, StreamingVad
 from benchmarks.corpus import Utterance
 
 log = logging.getLogger(__name__)
@@ -114,7 +114,7 @@ async def measure_one(
     """One utterance; `history` (one conversation across utterances, as in a session)
     gets the transcript and the reply."""
     result = FloorResult(utterance.name)
-    vad = StreamingVad(VadSettings.from_config(conversation, semantic=False))
+    vad = session_vad(conversation, semantic=False)
     ended, endpoint_ms = await asyncio.to_thread(endpoint, vad, utterance)
     result.endpoint_ms = endpoint_ms
     if ended is None:

@@ -15,7 +15,7 @@ import statistics
 import sys
 import threading
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,15 +27,10 @@ from agent.config import AppConfig
 from signaling.app import SESSIONS_KEY, create_app
 from signaling.sessions import SessionRegistry
 
-ONE_ADDRESS_LIMITS: dict[str, object] = {
-    "max_sessions_per_ip": 0,  # 0: no per-address cap
-    "offer_rate_per_min": 0.0,  # 0: no rate limit
-}
+ONE_ADDRESS_FLAGS = ("--max-sessions-per-ip", "0", "--offer-rate", "0")
 """Every harness client connects from 127.0.0.1: the per-address cap and offer rate limit
-that protect a public server would refuse it long before the global cap is reached."""
-ONE_ADDRESS_ENV = {"VOICE_AGENT_MAX_SESSIONS_PER_IP": "0", "VOICE_AGENT_OFFER_RATE": "0"}
-"""The same for `voice-agent serve`, as environment variables (a server without these
-settings ignores them)."""
+that protect a public server would refuse it long before the global cap is reached. These
+flags lift both (0: no cap, no rate limit); `one_address_config` does the same in-process."""
 
 
 def write_results(out: Path, data: dict[str, Any], summary: str) -> None:
@@ -47,10 +42,9 @@ def write_results(out: Path, data: dict[str, Any], summary: str) -> None:
 
 
 def one_address_config(config: AppConfig) -> AppConfig:
-    """`config` without the per-address limits (those of them this ServerConfig has)."""
-    known = {f.name for f in fields(config.server)}
-    lifted = {k: v for k, v in ONE_ADDRESS_LIMITS.items() if k in known}
-    return replace(config, server=replace(config.server, **lifted))  # type: ignore[arg-type]
+    """`config` without the per-address limits (see ONE_ADDRESS_FLAGS)."""
+    server = replace(config.server, max_sessions_per_ip=0, offer_rate_per_min=0.0)
+    return replace(config, server=server)
 
 
 @dataclass(frozen=True)
@@ -93,22 +87,29 @@ async def launched(
     *,
     host: str = "127.0.0.1",
     port: int | None = None,
+    token: str | None = None,
 ) -> AsyncIterator[Launched]:
-    """`voice-agent serve` as a child process (on a free loopback port unless told), without
-    the per-address limits, ready before the body runs and stopped with SIGTERM after it."""
+    """`voice-agent serve` as a child process (on a free loopback port unless told), with
+    ONE_ADDRESS_FLAGS, ready before the body runs and stopped with SIGTERM after it. The
+    command is printed and written at the top of its log exactly as it runs; a token goes
+    through VOICE_AGENT_TOKEN, out of the command line."""
     port = port or free_port()
     command = [
         sys.executable, "-m", "agent", "serve", "--host", host, "--port", str(port),
-        *serve_args,
+        *ONE_ADDRESS_FLAGS, *serve_args,
     ]  # fmt: skip
+    env = dict(os.environ)
+    shown = shlex.join(command)
+    if token is not None:
+        env["VOICE_AGENT_TOKEN"] = token
+        shown = f"VOICE_AGENT_TOKEN=... {shown}"
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    print(f"starting the server ({shlex.join(command)}); its log: {log_path}", file=sys.stderr)
+    print(f"starting the server: {shown}; its log: {log_path}", file=sys.stderr)
     with log_path.open("wb") as log:
+        log.write(f"# {shown}\n".encode())
+        log.flush()
         child = await asyncio.create_subprocess_exec(
-            *command,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=log,
-            env=os.environ | ONE_ADDRESS_ENV,
+            *command, stdout=asyncio.subprocess.PIPE, stderr=log, env=env
         )
         try:
             assert child.stdout is not None
@@ -193,8 +194,7 @@ def summarize(values: list[float], digits: int = 2) -> dict[str, float]:
 
 
 __all__ = [
-    "ONE_ADDRESS_ENV",
-    "ONE_ADDRESS_LIMITS",
+    "ONE_ADDRESS_FLAGS",
     "Launched",
     "ProcessSnapshot",
     "Served",

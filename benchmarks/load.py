@@ -34,13 +34,14 @@ import aiohttp
 import numpy as np
 import psutil
 
+from agent.config.env import apply_environment
 from agent.models.registry import PROFILE_NAMES
 from benchmarks import machine, runner
 from benchmarks.corpus import Utterance, default_corpus, load_directory
 from benchmarks.harness import cpu_seconds, launched, summarize, write_results
 from benchmarks.lag import scrape_lag
 from benchmarks.load_report import markdown
-from benchmarks.peer import AgentClient, offer_sdp
+from benchmarks.peer import AgentClient, close_clients, offer_sdp
 
 SETTLE_S = 2.0
 """After connecting clients: ICE, DTLS and the first seconds of media settle."""
@@ -88,10 +89,6 @@ async def connect_listener(url: str, http: aiohttp.ClientSession) -> AgentClient
     return client
 
 
-async def close_all(clients: Sequence[AgentClient]) -> None:
-    await asyncio.gather(*(c.close() for c in clients), return_exceptions=True)
-
-
 async def idle_phase(
     settings: LoadSettings, process: psutil.Process, http: aiohttp.ClientSession
 ) -> dict[str, Any]:
@@ -120,7 +117,7 @@ async def listening_phase(
             results.append({"sessions": k, "cpu_per_s": summarize(rates, 4), "lag": lag.summary()})
             progress(f"listening {k}: CPU {results[-1]['cpu_per_s']['median']:.3f} s/s")
     finally:
-        await close_all(clients)
+        await close_clients(clients)
     return results
 
 
@@ -214,7 +211,7 @@ async def over_cap_phase(
         )
         lag = (await scrape_lag(http, settings.url)).minus(before)
     finally:
-        await close_all(clients)
+        await close_clients(clients)
     # The cap frees with the sessions: the next offer is answered again.
     again = AgentClient(settings.url)
     try:
@@ -292,6 +289,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--utterances", type=Path, default=None, help="WAV directory")
     parser.add_argument("--note", default="", help="a remark for the report (a busy machine)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/load"))
+    apply_environment(parser)
     return parser.parse_args(argv)
 
 

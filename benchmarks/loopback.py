@@ -20,6 +20,7 @@ from aiohttp import web
 
 from agent.audio import OUTPUT_RATE, Int16Array
 from agent.config import AppConfig
+from agent.config.env import apply_environment
 from agent.metrics import Metrics
 from agent.transport.session import AudioSink, Session
 from benchmarks.machine import describe, one_line
@@ -166,6 +167,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--bursts", type=int, default=30)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    apply_environment(parser)
     args = parser.parse_args()
     result = asyncio.run(measure(args.bursts))
     machine = describe()

@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,6 +20,8 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from agent.audio import OUTPUT_RATE, Int16Array, MonoResampler, pcm_to_frame
 from agent.transport.rtc import close_peer
+
+log = logging.getLogger(__name__)
 
 MIC_RATE = 48_000
 MIC_FRAME = MIC_RATE // 50
@@ -132,8 +135,12 @@ async def offer_sdp() -> str:
 class AgentClient:
     """One connection to a voice-agent server, driven like the web page drives it."""
 
-    def __init__(self, base_url: str, *, ping_interval_s: float = 1.0) -> None:
+    def __init__(
+        self, base_url: str, *, ping_interval_s: float = 1.0, token: str | None = None
+    ) -> None:
         self.base_url = base_url.rstrip("/")
+        self._auth = {"Authorization": f"Bearer {token}"} if token is not None else {}
+        """Sent with the offer and the DELETE, as the page sends its `?token=`."""
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         self.mic = MicrophoneTrack()
         self.received = ReceivedAudio()
@@ -155,7 +162,8 @@ class AgentClient:
         owns = session is None
         http = session or aiohttp.ClientSession()
         try:
-            async with http.post(f"{self.base_url}/offer", json=payload) as response:
+            url = f"{self.base_url}/offer"
+            async with http.post(url, json=payload, headers=self._auth) as response:
                 body: dict[str, Any] = await response.json()
                 if response.status != 200:
                     raise ConnectionRefusedError(f"{response.status}: {body.get('error')}")
@@ -202,13 +210,18 @@ class AgentClient:
         """Hang up as the page does (DELETE the session, then close the connection); with
         `hang_up=False` only the peer connection closes, as when a tab is killed."""
         if hang_up and self.session_id is not None and self.pc.connectionState != "closed":
+            url = f"{self.base_url}/sessions/{self.session_id}"
+            timeout = aiohttp.ClientTimeout(total=5)
             try:
-                async with aiohttp.ClientSession() as http:
-                    url = f"{self.base_url}/sessions/{self.session_id}"
-                    async with http.delete(url, timeout=aiohttp.ClientTimeout(total=5)):
-                        pass
-            except (aiohttp.ClientError, TimeoutError):
-                pass  # the server may be gone already; closing the connection is enough
+                async with (
+                    aiohttp.ClientSession() as http,
+                    http.delete(url, headers=self._auth, timeout=timeout) as response,
+                ):
+                    if response.status not in (204, 404):  # 404: the server closed it first
+                        log.warning("DELETE %s: %s %s", url, response.status, response.reason)
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                # The server may be gone already; closing the connection is enough.
+                log.info("DELETE %s failed: %s", url, exc or type(exc).__name__)
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -243,4 +256,12 @@ class AgentClient:
             await asyncio.sleep(self._ping_interval_s)
 
 
-__all__ = ["AgentClient", "ClientEvent", "MicrophoneTrack", "ReceivedAudio"]
+async def close_clients(clients: Sequence[AgentClient]) -> None:
+    """Close every client, each whatever the others do; a failure is logged, not raised."""
+    results = await asyncio.gather(*(c.close() for c in clients), return_exceptions=True)
+    for client, result in zip(clients, results, strict=True):
+        if isinstance(result, BaseException):
+            log.warning("closing the client of session %s failed: %r", client.session_id, result)
+
+
+__all__ = ["AgentClient", "ClientEvent", "MicrophoneTrack", "ReceivedAudio", "close_clients"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,14 @@ STAGE_PARTS = (
     ("downlink", "downlink_ms", None),
 )
 FLOOR_METRICS = ("endpoint_ms", "stt_ms", "llm_first_token_ms", "llm_first_chunk_ms", "tts_ms")
+
+
+MATPLOTLIB_MISSING = (
+    "matplotlib is not installed (pip install matplotlib, or the bench extra: "
+    'pip install "voice-agent[bench]")'
+)
+PLOTS = "Plots: `cdf.png`, `stages.png`, `sessions.png`."
+NO_PLOTS = f"No plots: {MATPLOTLIB_MISSING}."
 
 
 def stats(values: Iterable[float | None]) -> dict[str, float | int | None]:
@@ -180,7 +189,7 @@ EXPLANATION = """\
 """
 
 
-def markdown(result: dict[str, Any]) -> str:
+def markdown(result: dict[str, Any], *, plotted: bool = True) -> str:
     meta, summary = result["meta"], result["summary"]
     server = meta.get("server", {}).get("models", {})
     lines = [
@@ -226,7 +235,7 @@ def markdown(result: dict[str, Any]) -> str:
         lines += _table([(k.removesuffix("_ms"), v) for k, v in summary["floor"].items()])
     else:
         lines += ["", "No compute floor (run with --models and --profile to measure it)."]
-    lines += ["", "Plots: `cdf.png`, `stages.png`, `sessions.png`.", "", EXPLANATION]
+    lines += ["", PLOTS if plotted else NO_PLOTS, "", EXPLANATION]
     return "\n".join(lines)
 
 
@@ -237,12 +246,20 @@ def _cdf(data: np.ndarray[Any, Any]) -> tuple[np.ndarray[Any, Any], np.ndarray[A
     return xs, ys
 
 
-def plots(result: dict[str, Any], out: Path) -> list[Path]:
-    import matplotlib
-
+def pyplot() -> Any | None:
+    """matplotlib's pyplot on the file-only backend, or None when matplotlib is missing
+    (it comes with the `bench` extra; the JSON and the summary need none of it)."""
+    try:
+        import matplotlib
+    except ImportError:
+        return None
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def plots(result: dict[str, Any], out: Path, plt: Any) -> list[Path]:
     runs, summary = result["runs"], result["summary"]
     written = []
     fig, ax = plt.subplots(figsize=(7, 4.5))
@@ -331,9 +348,14 @@ def write_all(result: dict[str, Any], out: Path) -> list[Path]:
         for run in result["runs"]:
             add_overhead(run["turns"], by_utt)
     result["summary"] = summarize(result["runs"], floor)
+    plt = pyplot()
     write_json(out / "results.json", result)
-    (out / "summary.md").write_text(markdown(result) + "\n", encoding="utf-8")
-    return [out / "results.json", out / "summary.md", *plots(result, out)]
+    (out / "summary.md").write_text(markdown(result, plotted=plt is not None) + "\n", "utf-8")
+    written = [out / "results.json", out / "summary.md"]
+    if plt is None:
+        print(f"no plots: {MATPLOTLIB_MISSING}", file=sys.stderr)
+        return written
+    return [*written, *plots(result, out, plt)]
 
 
-__all__ = ["markdown", "plots", "stats", "summarize", "write_all", "write_json"]
+__all__ = ["markdown", "plots", "pyplot", "stats", "summarize", "write_all", "write_json"]

@@ -25,7 +25,7 @@ import numpy as np
 from agent.audio import OUTPUT_RATE, Int16Array
 from benchmarks import onset
 from benchmarks.corpus import Utterance
-from benchmarks.peer import AgentClient, ClientEvent, ReceivedAudio
+from benchmarks.peer import AgentClient, ClientEvent, ReceivedAudio, close_clients
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +48,8 @@ class RunSettings:
     barge_in_attempts: int = 3
     """Tries per barge-in: a reply that ends before the user cuts in is asked again."""
     seed: int = 0
+    token: str | None = None
+    """The server's access token, when it has one."""
 
 
 @dataclass
@@ -341,7 +343,7 @@ async def run_sessions(
 ) -> list[TurnResult]:
     """`sessions` clients at once, each through warm-up, turns and barge-ins."""
     rng = random.Random(settings.seed)
-    clients = [AgentClient(settings.url) for _ in range(sessions)]
+    clients = [AgentClient(settings.url, token=settings.token) for _ in range(sessions)]
 
     async def one(index: int, client: AgentClient) -> list[TurnResult]:
         # Users do not start in step: spread the first utterances over one gap.
@@ -355,7 +357,7 @@ async def run_sessions(
     try:
         per_session = await asyncio.gather(*(one(i, c) for i, c in enumerate(clients)))
     finally:
-        await asyncio.gather(*(c.close() for c in clients), return_exceptions=True)
+        await close_clients(clients)
     return [r for results in per_session for r in results]
 
 

@@ -22,7 +22,6 @@ import gc
 import logging
 import shlex
 import sys
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -34,7 +33,9 @@ import aiohttp
 import numpy as np
 from aiortc import RTCPeerConnection
 
+from agent.audio import rms
 from agent.config import AppConfig, ConversationConfig, ModelConfig
+from agent.config.env import apply_environment
 from agent.models.registry import PROFILE_NAMES
 from benchmarks import machine
 from benchmarks.corpus import Utterance, synthesize_utterance
@@ -151,10 +152,7 @@ def _is_worker(name: str) -> bool:
 
 
 def loud(client: AgentClient, since: int) -> bool:
-    return any(
-        float(np.sqrt(np.mean(chunk.astype(np.float64) ** 2))) > LOUD_RMS
-        for chunk in client.received.chunks[since:]
-    )
+    return any(rms(chunk) > LOUD_RMS for chunk in client.received.chunks[since:])
 
 
 async def wait_for_reply(client: AgentClient, full_turn: bool, timeout: float) -> str:
@@ -326,8 +324,7 @@ async def soak_command(args: argparse.Namespace) -> dict[str, Any]:
             conversation=ConversationConfig(max_reply_tokens=args.max_reply_tokens),
         )
     )
-    with tempfile.TemporaryDirectory() as tmp:
-        utterance = synthesize_utterance("soak", SENTENCE, "en-us", 170, Path(tmp))
+    utterance = synthesize_utterance("soak", SENTENCE, "en-us", 170)
     runtime = await Runtime.load(config)
     settings = SoakSettings(cycles=args.cycles, warmup=args.warmup, concurrency=args.concurrency)
 
@@ -369,6 +366,7 @@ def main() -> int:
     )
     parser.add_argument("--note", default="", help="a remark for the report (a busy machine)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/soak"))
+    apply_environment(parser)
     args = parser.parse_args()
     args.started = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
     logging.basicConfig(level=logging.WARNING)

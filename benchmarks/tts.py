@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from agent.app.runtime import load_synthesizer
+from agent.config.env import apply_environment
 from agent.languages import ENGLISH
 from agent.models.device import detect_device
 from agent.models.entries import TtsEngine
@@ -142,6 +143,7 @@ def main() -> None:
     parser.add_argument("--models", type=Path, required=True, help="synthetic cpu set")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/tts"))
+    apply_environment(parser)
     args = parser.parse_args()
     result = measure(args.models, args.repeats)
     machine = describe()

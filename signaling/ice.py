@@ -7,7 +7,8 @@ reach those, and each answer would tell anyone who asks the host's internal topo
 filter here narrows the address list one connection at a time, before any socket is bound:
 an excluded address then has no socket, so it is neither in the answer nor used for checks
 (and no server-reflexive candidate is derived from it). It wraps the one aioice method that
-receives the list, on that connection's own object; nothing process-wide is changed.
+receives the list, on that connection's own object; nothing process-wide is changed
+(agent/transport/aiortc_internals.py holds that private access).
 """
 
 from __future__ import annotations
@@ -23,12 +24,13 @@ import ifaddr
 from aiortc import RTCPeerConnection
 
 from agent.config import IceServer, ServerConfig
+from agent.transport import aiortc_internals
 
 log = logging.getLogger(__name__)
 
 
 class IceFilterError(RuntimeError):
-    """The installed aiortc/aioice no longer has the shape the filter relies on."""
+    """The filter came too late: the connection already gathers its candidates."""
 
 
 def _address_of(ip: ifaddr.IP) -> str:
@@ -81,20 +83,17 @@ class HostAddressFilter:
             self._wrap(connection)
 
     def _wrap(self, connection: Any) -> None:
-        if connection._local_candidates_start:
+        if aiortc_internals.gathering_started(connection):
             raise IceFilterError("ICE gathering started before the address filter was set")
-        gather = connection.get_component_candidates
-        address_filter = self
 
-        async def filtered(component: int, addresses: list[str], timeout: int = 5) -> Any:
+        def keep(addresses: list[str]) -> list[str]:
             # Interfaces are read now, not at startup: bridges come and go with containers.
-            kept = address_filter.keep(addresses, ifaddr.get_adapters())
+            kept = self.keep(addresses, ifaddr.get_adapters())
             if len(kept) != len(addresses):
                 log.debug("ICE host candidates: kept %s of %s", kept, addresses)
-            return await gather(component=component, addresses=kept, timeout=timeout)
+            return kept
 
-        # An attribute of this one connection object shadows the class's method.
-        connection.get_component_candidates = filtered
+        aiortc_internals.narrow_host_addresses(connection, keep)
 
 
 def _ice_connections(pc: RTCPeerConnection) -> list[Any]:
@@ -106,12 +105,7 @@ def _ice_connections(pc: RTCPeerConnection) -> list[Any]:
     for dtls in dtls_transports:
         if dtls is None:
             continue  # some malformed offers leave a section without one: it gathers nothing
-        try:
-            connection = dtls.transport.iceGatherer._connection
-            connection.get_component_candidates  # noqa: B018 - the method we wrap
-            connection._local_candidates_start  # noqa: B018 - the flag we check
-        except AttributeError as exc:
-            raise IceFilterError(f"cannot filter ICE candidates with this aiortc: {exc}") from exc
+        connection = aiortc_internals.ice_connection(dtls.transport.iceGatherer)
         connections[id(connection)] = connection
     return list(connections.values())
 

@@ -28,7 +28,6 @@ class SessionRegistry:
         self._reserved = 0
         self._client_of: dict[str, str] = {}
         self._per_client: Counter[str] = Counter()
-        self.total_created = 0
         self.draining = False
         """Set on shutdown: offers are refused and sessions closed."""
 
@@ -69,7 +68,6 @@ class SessionRegistry:
         self._reserved -= 1
         self._sessions[session.id] = session
         self._client_of[session.id] = client
-        self.total_created += 1
         task = asyncio.get_running_loop().create_task(
             self._supervise(session), name=f"supervise-{session.id}"
         )

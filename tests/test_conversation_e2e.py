@@ -7,21 +7,26 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import pytest_asyncio
 
 from agent.app.runtime import Runtime
+from agent.audio import OUTPUT_RATE, Int16Array, rms
 from agent.config import AppConfig, ConversationConfig, ModelConfig
 from agent.dialogue.conversation import Conversation
 from agent.events import TurnMetrics
+from benchmarks.corpus import espeak
 from benchmarks.peer import AgentClient
-from tests.conftest import ServerFactory, espeak
+from tests.conftest import ServerFactory
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 
 STAGES = TurnMetrics.STAGES
+LOUD_RMS = 300.0
+"""A received 20 ms frame this loud carries the agent's voice (silence decodes near 0)."""
 
 
 @pytest_asyncio.fixture(params=["piper", "mms"])
@@ -43,15 +48,15 @@ def loud_frames(client: AgentClient, after: float = 0.0) -> list[float]:
     return [
         when
         for chunk, when in zip(client.received.chunks, client.received.arrival, strict=True)
-        if when >= after and np.sqrt(np.mean(chunk.astype(np.float64) ** 2)) > 300
+        if when >= after and rms(chunk) > LOUD_RMS
     ]
 
 
 async def test_spoken_question_gets_a_spoken_answer(
-    runtime: Runtime, start_server: ServerFactory, tmp_path: Path
+    runtime: Runtime, start_server: ServerFactory
 ) -> None:
     server = await start_server(pipeline=runtime)
-    speech, rate = espeak("What time is it in Paris?", tmp_path)
+    speech, rate = espeak("What time is it in Paris?")
     client = AgentClient(server.url)
     try:
         await client.connect()
@@ -86,18 +91,76 @@ async def test_spoken_question_gets_a_spoken_answer(
         await client.close()
 
 
-async def test_talking_over_the_agent_stops_it(
-    runtime: Runtime, start_server: ServerFactory, tmp_path: Path
+class PlayoutRecord:
+    """What the session's real AgentAudioTrack and voice were given and what the track
+    reported as heard, recorded on the way through (every call goes to the real object)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, runtime: Runtime, track: Any) -> None:
+        self.synthesized: list[tuple[str, int]] = []
+        self.written: list[int] = []
+        self.cleared: list[int] = []
+        synthesize, write, clear = runtime.tts.synthesize, track.write, track.clear
+
+        def synthesized(text: str) -> Int16Array:
+            pcm: Int16Array = synthesize(text)
+            self.synthesized.append((text, int(pcm.size)))
+            return pcm
+
+        def written(pcm: Int16Array, sample_rate: int) -> int:
+            samples: int = write(pcm, sample_rate)
+            self.written.append(samples)
+            return samples
+
+        def cleared() -> int:
+            samples: int = clear()
+            self.cleared.append(samples)
+            return samples
+
+        monkeypatch.setattr(runtime.tts, "synthesize", synthesized)
+        monkeypatch.setattr(track, "write", written)
+        monkeypatch.setattr(track, "clear", cleared)
+
+    def chunks(self) -> list[tuple[str, int]]:
+        """(text, samples at 48 kHz on the track) of each chunk written, in order."""
+        texts = [text for text, size in self.synthesized if size > 0]
+        return list(zip(texts, self.written, strict=False))
+
+
+def words_within(chunks: list[tuple[str, int]], samples: int) -> int:
+    """Words of the chunks the first `samples` of their audio carry: whole chunks, then the
+    same share of the cut chunk's words as of its audio."""
+    words = 0
+    for text, size in chunks:
+        if samples >= size:
+            words += len(text.split())
+            samples -= size
+            continue
+        return words + (len(text.split()) * max(samples, 0)) // size
+    return words
+
+
+HEARD_TOLERANCE_S = 0.15
+"""Reply audio the client heard against what the track reports as sent: a quiet frame or
+two at either end that the loudness test misses, and the frames in flight at the cut."""
+
+
+async def test_talking_over_the_agent_stops_it_and_keeps_what_was_heard(
+    runtime: Runtime,
+    start_server: ServerFactory,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     server = await start_server(pipeline=runtime)
-    question, rate = espeak("Tell me a long story about the sea.", tmp_path)
+    question, rate = espeak("Tell me a long story about the sea.")
     # Continuous speech from its first syllable: "Stop, stop" would be two words of about
     # 130 ms each, each too short for barge_in_ms on its own.
-    interruption, _ = espeak("Wait a moment please, I have another question.", tmp_path)
+    interruption, _ = espeak("Wait a moment please, I have another question.")
     client = AgentClient(server.url)
     try:
         await client.connect()
         await client.wait_channel_open()
+        session = server.sessions.get(client.session_id or "")
+        assert session is not None and isinstance(session.sink, Conversation)
+        record = PlayoutRecord(monkeypatch, runtime, session.output)
         client.mic.play(question, rate)
         client.mic.play(np.zeros(rate // 2, dtype=np.int16), rate)
         await client.wait_for_event("agent_speech_start", timeout=60, since=0)
@@ -109,26 +172,49 @@ async def test_talking_over_the_agent_stops_it(
         event = await client.wait_for_event("interrupted", timeout=30, since=0)
         await client.mic.wait_sent()
         time_start = spoke_at[0]
-        stop_s = fell_silent_at(client, after=time_start) - time_start
+        silent_at = fell_silent_at(client, after=time_start)
+        stop_s = silent_at - time_start
         print(f"barge-in: agent audio stopped {stop_s * 1000:.0f} ms after the user spoke")
         # Budget: uplink jitter buffer and transport (~80 ms) + Silero windows until
         # barge_in_ms of speech (200 ms + start 128 ms + one 32 ms window) + the frame in
         # the encoder and the downlink jitter buffer (~100 ms): about 0.55 s; measured
         # ~0.4-0.5 s here. The agent's own answer must not run on for seconds.
         assert stop_s < 0.9, f"agent kept talking {stop_s:.3f} s after the user started"
-        assert isinstance(event["heard"], str)
         assert event["false_interruption"] is False
-        session = server.sessions.get(client.session_id or "")
-        assert session is not None
-        # History: the interrupted reply is cut to what was heard.
+
+        # What the user heard, by the track's count, is what reached the client's ear...
+        sent = record.cleared[0]
+        heard_s = silent_at - loud_frames(client)[0]
+        assert abs(sent / OUTPUT_RATE - heard_s) < HEARD_TOLERANCE_S, (sent, heard_s)
+        # ...and `heard` is the spoken text up to that point, words the user never heard
+        # left out.
+        chunks = record.chunks()
+        spoken = " ".join(text for text, _ in chunks).split()
+        heard = event["heard"].split()
+        tolerance = round(HEARD_TOLERANCE_S * OUTPUT_RATE)
+        fewest = words_within(chunks, round(heard_s * OUTPUT_RATE) - tolerance)
+        most = words_within(chunks, round(heard_s * OUTPUT_RATE) + tolerance)
+        assert heard == spoken[: len(heard)], (heard, spoken)
+        assert fewest <= len(heard) <= most, (len(heard), fewest, most, chunks, sent)
+        assert len(heard) < len(spoken), "the user heard the whole reply: nothing was cut"
+
+        # The history keeps the reply as heard, and nothing the user did not hear.
         await client.wait_for_event("turn_metrics", timeout=60)
-        assert isinstance(session.sink, Conversation)
         history = session.sink.history.messages
-        assistant = [m["content"] for m in history if m["role"] == "assistant"]
-        if event["heard"]:
-            assert event["heard"] in assistant
-        else:
-            assert all(event["heard"] != a for a in assistant)
+        question_text, interruption_text = (
+            e.data["text"] for e in client.events if e.data["type"] == "transcript"
+        )
+        if heard:
+            assert history[1:4] == [
+                {"role": "user", "content": question_text},
+                {"role": "assistant", "content": event["heard"]},
+                {"role": "user", "content": interruption_text},
+            ], history
+        else:  # nothing heard: the question and the interruption make one user turn
+            assert history[1] == {
+                "role": "user",
+                "content": f"{question_text} {interruption_text}",
+            }, history
     finally:
         await client.close()
 
@@ -140,7 +226,7 @@ def fell_silent_at(client: AgentClient, after: float, quiet_s: float = 0.3) -> f
     for chunk, when in zip(client.received.chunks, client.received.arrival, strict=True):
         if when < after:
             continue
-        loud = np.sqrt(np.mean(chunk.astype(np.float64) ** 2)) > 300
+        loud = rms(chunk) > LOUD_RMS
         if loud:
             quiet_since = None
         elif quiet_since is None:

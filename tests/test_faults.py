@@ -18,8 +18,9 @@ import pytest_asyncio
 from agent.audio import Int16Array
 from agent.config import AppConfig, ConversationConfig, ModelConfig
 from agent.dialogue.conversation import Conversation
+from benchmarks.corpus import espeak
 from benchmarks.peer import AgentClient
-from tests.conftest import ServerFactory, espeak
+from tests.conftest import ServerFactory
 from tests.faults import Fault, FaultScript, FaultyRuntime, SessionFaults
 
 pytestmark = pytest.mark.slow
@@ -42,7 +43,7 @@ async def faulty_runtime(tiny_models: Path) -> AsyncIterator[FaultyRuntime]:
 
 @pytest.fixture
 def speech(tmp_path: Path) -> tuple[Int16Array, int]:
-    return espeak("Hello, how are you today?", tmp_path)
+    return espeak("Hello, how are you today?")
 
 
 def say(client: AgentClient, speech: tuple[Int16Array, int]) -> int:

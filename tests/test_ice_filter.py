@@ -15,6 +15,7 @@ import pytest
 from aiortc.rtcicetransport import connection_kwargs
 
 from agent.config import AppConfig, IceServer, ServerConfig, parse_ice_servers
+from agent.transport import aiortc_internals
 from benchmarks.peer import AgentClient
 from signaling.ice import HostAddressFilter, browser_ice_servers
 from signaling.offer import peer_configuration
@@ -104,7 +105,9 @@ async def _connect_and_inspect(
         session = pipeline.sessions[answer["session_id"]]
         sockets: set[str] = set()
         for transceiver in session.pc.getTransceivers():
-            connection = transceiver.receiver.transport.transport.iceGatherer._connection
+            gatherer = transceiver.receiver.transport.transport.iceGatherer
+            connection = aiortc_internals.ice_connection(gatherer)
+            # aioice keeps one STUN protocol per bound socket: what the agent really listens on.
             sockets |= {p.local_candidate.host for p in connection._protocols}
         return (
             candidate_hosts(client.pc.localDescription.sdp),

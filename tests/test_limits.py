@@ -14,17 +14,18 @@ import numpy as np
 import pytest
 from aiohttp.test_utils import make_mocked_request
 
+from agent.app.runtime import session_vad
 from agent.config import ConversationConfig, ServerConfig
 from agent.dialogue.conversation import Conversation, Listening
 from agent.dialogue.turn import TurnDeps
 from agent.metrics import Metrics
 from agent.transport.lifetime import Lifetime
 from agent.transport.session import AudioSink, Session
-from agent.turntaking.vad import StreamingVad, VadSettings
+from benchmarks.corpus import espeak
 from benchmarks.peer import AgentClient
 from signaling.access import AccessPolicy, client_key
 from signaling.limits import RateLimiter
-from tests.conftest import RunningServer, ServerFactory, espeak
+from tests.conftest import RunningServer, ServerFactory
 from tests.fakes import ScriptedChat, ScriptedTranscriber, ToneSynthesizer
 from tests.test_transport import RecordingPipeline
 
@@ -307,10 +308,7 @@ class VadPipeline:
         )
         return Conversation(
             config=self.config,
-            listening=Listening(
-                StreamingVad(VadSettings.from_config(self.config, semantic=False)),
-                self.executor,
-            ),
+            listening=Listening(session_vad(self.config, semantic=False), self.executor),
             deps=deps,
             metrics=self.metrics,
         )
@@ -325,7 +323,7 @@ async def test_real_speech_keeps_the_session_open(
 ) -> None:
     """Speech heard by the real VAD, including one utterance longer than the idle timeout,
     keeps the session open; the silence after it closes it."""
-    speech, rate = espeak("The quick brown fox jumps over the lazy dog again and again", tmp_path)
+    speech, rate = espeak("The quick brown fox jumps over the lazy dog again and again")
     idle_s = 1.2
     assert speech.size / rate > idle_s + 0.5
     with ThreadPoolExecutor(2) as executor:

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import gc
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -65,12 +66,24 @@ async def test_cancel_stops_generation_at_the_next_token(chat: ChatModel) -> Non
 
 async def test_concurrent_turns_take_the_model_in_turn(chat: ChatModel) -> None:
     messages = [{"role": "system", "content": "x"}, {"role": "user", "content": "Hi."}]
-    first, second = await asyncio.gather(
-        chat.generate(list(messages), lambda _: None, max_tokens=16),
-        chat.generate(list(messages), lambda _: None, max_tokens=16),
+    deltas: list[tuple[str, float]] = []
+
+    def recorder(name: str) -> Callable[[str], None]:
+        return lambda _: deltas.append((name, time.time()))
+
+    a, b = await asyncio.gather(
+        chat.generate(list(messages), recorder("a"), max_tokens=16),
+        chat.generate(list(messages), recorder("b"), max_tokens=16),
     )
-    waits = sorted([first.queue_wait_s, second.queue_wait_s])
-    assert waits[0] < 0.05 and waits[1] > 0.0
+    order = [name for name, _ in deltas]
+    assert set(order) == {"a", "b"}, order
+    runner = order[0]
+    waiter = "b" if runner == "a" else "a"
+    # One whole reply, then the other: never interleaved.
+    assert order == [runner] * order.count(runner) + [waiter] * order.count(waiter), order
+    ran = [when for name, when in deltas if name == runner]
+    waited = (b if runner == "a" else a).queue_wait_s
+    assert waited >= ran[-1] - ran[0], "the second turn had the model before the first ended"
 
 
 async def test_long_conversation_trims_rarely_and_keeps_its_prefix(tiny_models: Path) -> None:

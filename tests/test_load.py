@@ -73,8 +73,8 @@ async def test_load_harness_small(tiny_models: Path, tmp_path: Path) -> None:
         )
     )
     corpus = [
-        synthesize_utterance("a", "What time is it?", "en-us", 170, tmp_path),
-        synthesize_utterance("b", "Tell me a joke.", "en-us", 170, tmp_path),
+        synthesize_utterance("a", "What time is it?", "en-us", 170),
+        synthesize_utterance("b", "Tell me a joke.", "en-us", 170),
     ]
     settings = LoadSettings(
         url="", cap=2, talking=(1, 2), listening=(1, 2), windows=2, window_s=1.0, turns=1,

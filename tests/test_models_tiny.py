@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 import time
-import wave
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from agent.config import ModelConfig
+from agent.app.runtime import session_vad
+from agent.audio import STT_RATE, resample_pcm, rms
+from agent.config import ConversationConfig, ModelConfig
 from agent.models import ModelError
 from agent.models.device import DeviceInfo, detect_device
 from agent.models.loaders import (
@@ -21,11 +22,15 @@ from agent.models.loaders import (
     is_synthetic,
     load_llama,
     load_piper,
-    load_vad_model,
     load_whisper,
 )
 from agent.models.resolve import ResolvedModels, models_health, resolve_models
 from agent.models.synth import synthesize
+from agent.stages.llm import Message
+from agent.stages.llm.llama import ChatModel
+from agent.stages.stt import Transcriber
+from agent.turntaking.vad import SpeechEnded, SpeechStarted
+from benchmarks.corpus import espeak
 
 
 @pytest.fixture(scope="module")
@@ -82,14 +87,16 @@ def test_every_tiny_file_is_marked_synthetic(resolved: ResolvedModels) -> None:
     assert config["synthetic"] is True
 
 
-def test_whisper_transcribes_to_a_string(resolved: ResolvedModels, cpu: DeviceInfo) -> None:
+def test_whisper_detects_a_language_and_decodes(resolved: ResolvedModels, cpu: DeviceInfo) -> None:
+    """Through the agent's Transcriber, with the language left to Whisper: its language
+    head and its decoder both run on the synthetic weights."""
     model = load_whisper(resolved.stt, cpu)
     assert load_whisper(resolved.stt, cpu) is model  # once per process
-    audio = (np.random.default_rng(0).standard_normal(16000 * 2) * 0.1).astype(np.float32)
-    segments, info = model.transcribe(audio, language="en", beam_size=1)
-    text = "".join(s.text for s in segments)  # decoding happens while iterating
-    assert isinstance(text, str)
-    assert info.language == "en"
+    audio = (np.random.default_rng(0).standard_normal(16000 * 2) * 3000).astype(np.int16)
+    with ThreadPoolExecutor(1) as executor:
+        transcript = Transcriber(model, None, executor).transcribe_blocking(audio)
+    assert transcript.language in model.supported_languages
+    assert transcript.audio_s == 2.0
 
 
 def test_whisper_tokenizer_has_every_special_token(resolved: ResolvedModels) -> None:
@@ -113,25 +120,26 @@ def test_whisper_tokenizer_has_every_special_token(resolved: ResolvedModels) -> 
     assert tok.token_to_id("<|30.00|>") == tok.get_vocab_size() - 1
 
 
-def test_llama_streams_a_chat_reply(resolved: ResolvedModels, cpu: DeviceInfo) -> None:
+async def test_llama_streams_a_reply_through_the_chat_model(
+    resolved: ResolvedModels, cpu: DeviceInfo
+) -> None:
+    """The loader's Llama, driven as the agent drives it (ChatModel: the GGUF's own chat
+    template, create_completion on the tokens, one delta per token)."""
     llm = load_llama(resolved.llm, 512, cpu)
-    assert load_llama(resolved.llm, 512, cpu) is llm
-    stream = llm.create_chat_completion(
-        messages=[
-            {"role": "system", "content": "You are brief."},
-            {"role": "user", "content": "Hello, how are you?"},
-        ],
-        max_tokens=24,
-        stream=True,
-        seed=1,
-    )
-    deltas = [
-        chunk["choices"][0]["delta"].get("content")
-        for chunk in stream
-        if chunk["choices"][0]["delta"].get("content")
+    assert load_llama(resolved.llm, 512, cpu) is llm  # once per process
+    chat = ChatModel(llm, max_reply_tokens=24)
+    messages: list[Message] = [
+        {"role": "system", "content": "You are brief."},
+        {"role": "user", "content": "Hello, how are you?"},
     ]
-    assert len(deltas) >= 2
-    assert all(isinstance(d, str) for d in deltas)
+    deltas: list[str] = []
+    try:
+        reply = await chat.generate(list(messages), deltas.append)
+    finally:
+        chat.close()
+    assert len(deltas) >= 2 and "".join(deltas) == reply.text
+    assert reply.prompt_tokens == len(chat.render(messages))
+    assert len(deltas) <= 24 and reply.completion_tokens >= len(deltas)
 
 
 def _pcm(chunks: list[object]) -> np.ndarray:
@@ -146,40 +154,31 @@ def test_piper_makes_sound_that_grows_with_text(resolved: ResolvedModels, cpu: D
     assert short[0].sample_rate == 22050 and short[0].sample_width == 2
     short_pcm, long_pcm = _pcm(short), _pcm(long)
     assert short_pcm.dtype == np.int16
-    assert np.sqrt(np.mean(short_pcm.astype(np.float64) ** 2)) > 500
+    assert rms(short_pcm) > 500
     assert len(long_pcm) > 2 * len(short_pcm)
 
 
-def _espeak_16k(tmp_path: Path, text: str) -> np.ndarray:
-    if shutil.which("espeak-ng") is None:
-        pytest.skip("espeak-ng is not installed")
-    wav = tmp_path / "speech.wav"
-    subprocess.run(["espeak-ng", "-w", str(wav), text], check=True, timeout=30)
-    with wave.open(str(wav)) as f:
-        rate = f.getframerate()
-        pcm = np.frombuffer(f.readframes(f.getnframes()), dtype=np.int16).astype(np.float32)
-    n_out = int(len(pcm) * 16000 / rate)
-    resampled = np.interp(np.arange(n_out) * rate / 16000, np.arange(len(pcm)), pcm)
-    return resampled.astype(np.int16)
-
-
-def _speech_fraction(samples: np.ndarray) -> float:
-    vad = load_vad_model()
-    window = vad.WINDOW
-    probs = [
-        vad.probability(samples[i : i + window])
-        for i in range(0, len(samples) - window + 1, window)
-    ]
-    return float(np.mean(np.array(probs) > 0.5))
-
-
-def test_vad_hears_espeak_speech_and_not_silence(tmp_path: Path) -> None:
-    import llama_cpp  # the VAD must work in a process that has llama.cpp loaded
-
-    assert llama_cpp.__version__
-    speech = _espeak_16k(tmp_path, "Hello there. The weather is lovely today, isn't it?")
-    assert _speech_fraction(speech) > 0.5
-    assert _speech_fraction(np.zeros(16000, dtype=np.int16)) == 0.0
+def test_the_sessions_vad_hears_espeak_speech_and_not_silence(
+    resolved: ResolvedModels, cpu: DeviceInfo
+) -> None:
+    """The VAD a session gets (agent.app.runtime.session_vad), in a process that has loaded
+    llama.cpp: the two must not clash over their native libraries."""
+    load_llama(resolved.llm, 512, cpu)
+    pcm, rate = espeak("The weather is lovely today, isn't it?", speed=175)
+    silence = np.zeros(STT_RATE, dtype=np.int16)
+    speech = np.concatenate([silence, resample_pcm(pcm, rate, STT_RATE), silence])
+    vad = session_vad(ConversationConfig(), semantic=False)
+    block = STT_RATE // 50
+    fed = [e for i in range(0, speech.size, block) for e in vad.feed(speech[i : i + block], 0)]
+    # One utterance (its comma may be a pause inside it).
+    events = [e for e in fed if isinstance(e, SpeechStarted | SpeechEnded)]
+    assert [type(e) for e in events] == [SpeechStarted, SpeechEnded]
+    ended = events[1]
+    assert isinstance(ended, SpeechEnded)
+    assert ended.speech_ms > 1000 and not ended.forced
+    quiet = session_vad(ConversationConfig(), semantic=False)
+    assert [e for i in range(0, STT_RATE * 2, block) for e in quiet.feed(silence[:block], 0)] == []
+    assert quiet.last_probability < 0.5
 
 
 # --- clear errors naming the file ----------------------------------------------------------

@@ -8,10 +8,8 @@ import asyncio
 import contextlib
 import json
 import signal
-import socket
 import sys
 import time
-import wave
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -23,12 +21,13 @@ import pytest_asyncio
 from aiortc import RTCPeerConnection
 
 from agent.app.runtime import Runtime
-from agent.audio import Int16Array
 from agent.config import AppConfig, ConversationConfig, ModelConfig
 from agent.transport.session import Session
+from benchmarks.corpus import espeak, write_wav
+from benchmarks.harness import free_port
 from benchmarks.peer import AgentClient
 from signaling.sessions import SessionRegistry
-from tests.conftest import ServerFactory, espeak
+from tests.conftest import ServerFactory
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -58,15 +57,6 @@ async def main() -> None:
 
 asyncio.run(main())
 """
-
-
-def write_wav(path: Path, pcm: Int16Array, rate: int) -> Path:
-    with wave.open(str(path), "wb") as f:
-        f.setnchannels(1)
-        f.setsampwidth(2)
-        f.setframerate(rate)
-        f.writeframes(pcm.tobytes())
-    return path
 
 
 async def read_events_until(
@@ -113,8 +103,9 @@ async def test_a_client_that_vanishes_mid_turn_is_cleaned_up_by_the_keepalive(
 ) -> None:
     keepalive_s = 1.5
     server = await start_server(pipeline=runtime, keepalive_timeout_s=keepalive_s)
-    pcm, rate = espeak("Tell me a long story about the sea.", tmp_path)
-    wav = write_wav(tmp_path / "question.wav", pcm, rate)
+    pcm, rate = espeak("Tell me a long story about the sea.")
+    wav = tmp_path / "question.wav"
+    write_wav(wav, pcm, rate)
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-c",
@@ -187,13 +178,6 @@ async def test_a_session_answered_as_draining_began_is_closed_at_once() -> None:
     assert session.close_reason == "server shutting down"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 async def post_offers_until_refused(
     url: str, sdp: str, timeout: float
 ) -> list[tuple[int, str | None]]:
@@ -233,7 +217,7 @@ async def test_sigterm_drains_and_exits_cleanly(tiny_models: Path, tmp_path: Pat
         assert b"voice-agent is ready" in ready, log_path.read_text()
         await client.connect()
         await client.wait_channel_open()
-        pcm, rate = espeak("What is the weather like today?", tmp_path)
+        pcm, rate = espeak("What is the weather like today?")
         client.mic.play(pcm, rate)
         client.mic.play(np.zeros(rate, dtype=np.int16), rate)
         await client.wait_for_event("user_speech_end", timeout=60, since=0)  # a turn starts

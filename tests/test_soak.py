@@ -29,7 +29,7 @@ async def test_fifty_cycles_leak_nothing(tiny_models: Path, tmp_path: Path) -> N
             conversation=ConversationConfig(max_reply_tokens=3),
         )
     )
-    utterance = synthesize_utterance("soak", SENTENCE, "en-us", 170, tmp_path)
+    utterance = synthesize_utterance("soak", SENTENCE, "en-us", 170)
     # Two cycles side by side: sessions overlap, and the test takes half the time.
     settings = SoakSettings(cycles=50, warmup=10, concurrency=2)
     runtime = await Runtime.load(config)

@@ -2,11 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
-import subprocess
-import wave
-from pathlib import Path
-
 import numpy as np
 import pytest
 
@@ -22,6 +17,11 @@ from agent.turntaking.vad import (
     VadSettings,
     window_count_for_ms,
 )
+from benchmarks.corpus import espeak
+from benchmarks.onset import window_levels
+
+ESPEAK_DEFAULT_SPEED = 175
+"""espeak-ng's own words per minute: the speech these tests were tuned on."""
 
 WINDOW = SileroVad.WINDOW
 WINDOW_MS = WINDOW * 1000 / STT_RATE  # 32 ms
@@ -219,23 +219,14 @@ def feed_in_blocks(vad: StreamingVad, pcm: Int16Array, block_ms: int = 20) -> li
 
 def voiced_span(pcm: Int16Array) -> tuple[int, int]:
     """First and last sample of audible energy, in 10 ms frames, 40 dB under the peak."""
-    frame = STT_RATE // 100
-    frames = pcm[: len(pcm) // frame * frame].reshape(-1, frame).astype(np.float64)
-    level = 20 * np.log10(np.sqrt(np.mean(frames**2, axis=1)) + 1e-3)
+    level, frame = window_levels(pcm, STT_RATE, 10)
     active = np.flatnonzero(level > level.max() - 40)
     return int(active[0]) * frame, (int(active[-1]) + 1) * frame
 
 
 @pytest.fixture(scope="module")
-def espeak_speech(tmp_path_factory: pytest.TempPathFactory) -> Int16Array:
-    if shutil.which("espeak-ng") is None:
-        pytest.skip("espeak-ng is not installed")
-    path = Path(tmp_path_factory.mktemp("espeak")) / "hello.wav"
-    subprocess.run(["espeak-ng", "-w", str(path), "Hello, can you hear me?"], check=True)
-    with wave.open(str(path)) as wav:
-        assert wav.getnchannels() == 1 and wav.getsampwidth() == 2
-        rate = wav.getframerate()
-        pcm = np.frombuffer(wav.readframes(wav.getnframes()), dtype=np.int16)
+def espeak_speech() -> Int16Array:
+    pcm, rate = espeak("Hello, can you hear me?", speed=ESPEAK_DEFAULT_SPEED)
     return resample_pcm(pcm, rate, STT_RATE)
 
 

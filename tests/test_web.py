@@ -9,7 +9,6 @@ import asyncio
 import os
 import shutil
 import time
-import wave
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import replace
@@ -18,15 +17,16 @@ from typing import Any
 
 import numpy as np
 import pytest
+from playwright import async_api  # the test extra: missing, this module fails, never skips
 
 from agent.audio import resample_pcm
 from agent.config import AppConfig, ModelConfig
-from tests.conftest import RunningServer, ServerFactory, espeak
+from benchmarks.corpus import espeak, write_wav
+from tests.conftest import RunningServer, ServerFactory
 from tests.test_transport import RecordingPipeline
 
 pytestmark = pytest.mark.browser
 
-async_api = pytest.importorskip("playwright.async_api")
 
 CHROMIUM = os.environ.get("VOICE_AGENT_CHROMIUM", "/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
@@ -90,7 +90,7 @@ PROBE = """
 """
 
 
-def _chromium_or_skip() -> str:
+def _chromium_or_fail() -> str:
     if shutil.which(CHROMIUM) is None and not Path(CHROMIUM).exists():
         pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium (README's test command)")
     return CHROMIUM
@@ -98,7 +98,7 @@ def _chromium_or_skip() -> str:
 
 def fake_mic_wav(tmp_path: Path, text: str, *, lead_s: float = 1.0, tail_s: float = 3.0) -> Path:
     """1 s of silence, espeak-ng saying `text`, then silence: 48 kHz mono 16-bit."""
-    pcm, rate = espeak(text, tmp_path)
+    pcm, rate = espeak(text)
     rate_out = 48_000
     speech = resample_pcm(pcm, rate, rate_out)
     audio = np.concatenate(
@@ -109,11 +109,7 @@ def fake_mic_wav(tmp_path: Path, text: str, *, lead_s: float = 1.0, tail_s: floa
         ]
     )
     path = tmp_path / "mic.wav"
-    with wave.open(str(path), "wb") as f:
-        f.setnchannels(1)
-        f.setsampwidth(2)
-        f.setframerate(rate_out)
-        f.writeframes(audio.tobytes())
+    write_wav(path, audio, rate_out)
     return path
 
 
@@ -166,7 +162,7 @@ async def browser_page(
     args.append("--use-fake-ui-for-media-stream" if fake_ui else "--deny-permission-prompts")
     async with async_api.async_playwright() as playwright:
         browser = await playwright.chromium.launch(
-            executable_path=_chromium_or_skip(), headless=True, args=args
+            executable_path=_chromium_or_fail(), headless=True, args=args
         )
         try:
             context = await browser.new_context(viewport=DESKTOP)
@@ -218,7 +214,6 @@ def subsequence(items: list[str], wanted: list[str]) -> bool:
 
 @asynccontextmanager
 async def tiny_runtime(tiny_models: Path) -> AsyncIterator[Any]:
-    pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed")
     from agent.app.runtime import Runtime
 
     config = AppConfig(models=ModelConfig(models_dir=tiny_models, profile="tiny", offline=True))

@@ -12,13 +12,13 @@ from typing import Any
 
 import numpy as np
 
-from agent.config import AppConfig
+from agent.config import AppConfig, ConversationConfig
 from agent.dialogue.conversation import Conversation, Listening
 from agent.dialogue.turn import TurnDeps
 from agent.metrics import Metrics
 from agent.models import ModelError
 from agent.models.device import DeviceInfo, detect_device
-from agent.models.loaders import load_llama, load_mms, load_piper, load_whisper
+from agent.models.loaders import load_llama, load_mms, load_piper, load_vad_model, load_whisper
 from agent.models.resolve import ResolvedModels, models_health, resolve_models
 from agent.stages.llm.build_check import check_llama_build
 from agent.stages.llm.llama import ChatModel
@@ -30,7 +30,7 @@ from agent.threads import run_in
 from agent.transport.session import AudioSink, Session
 from agent.turntaking.echo import EchoMask
 from agent.turntaking.smart_turn import SmartTurn, load_smart_turn
-from agent.turntaking.vad import SileroVad, StreamingVad, VadSettings
+from agent.turntaking.vad import StreamingVad, VadSettings
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +58,18 @@ class Executors:
     def shutdown(self) -> None:
         for pool in (self.vad, self.stt, self.tts, self.turn):
             pool.shutdown(wait=True, cancel_futures=True)
+
+
+def session_vad(
+    conversation: ConversationConfig, *, semantic: bool, echo: EchoMask | None = None
+) -> StreamingVad:
+    """One session's streaming VAD: the shared Silero model (checked and loaded once per
+    process) behind this session's own recurrent state, with the conversation's settings
+    (`semantic`: an end-of-turn model decides, the utterance lasts until its ceiling) and
+    the agent's own echo masked out. Everything that listens as a session does (the
+    benchmarks' floor included) makes its VAD here."""
+    settings = VadSettings.from_config(conversation, semantic=semantic)
+    return StreamingVad(settings, load_vad_model(), echo=echo)
 
 
 def load_synthesizer(resolved: ResolvedModels, device: DeviceInfo) -> Synthesizer:
@@ -128,7 +140,7 @@ class Runtime:
         """Run each model once so the first user's first turn is as fast as later ones."""
         silence = np.zeros(16_000, dtype=np.int16)
         started = time.perf_counter()
-        await run_in(self.executors.vad, SileroVad().probability, silence[:512])
+        await run_in(self.executors.vad, load_vad_model().probability, silence[:512])
         self.warmup_s["vad"] = time.perf_counter() - started
         started = time.perf_counter()
         await self.transcriber.transcribe(silence)
@@ -153,11 +165,10 @@ class Runtime:
         if conversation.echo_mask:
             echo = EchoMask()
             session.output.tap(echo.played)
-        settings = VadSettings.from_config(conversation, semantic=self.turn_model is not None)
         return Conversation(
             config=conversation,
             listening=Listening(
-                vad=StreamingVad(settings, echo=echo),
+                vad=session_vad(conversation, semantic=self.turn_model is not None, echo=echo),
                 vad_executor=self.executors.vad,
                 turn_model=self.turn_model,
                 turn_executor=self.executors.turn,

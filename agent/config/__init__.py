@@ -1,6 +1,6 @@
 """Every setting, as frozen dataclasses, and `config_from_args`: the one place that turns
-the parsed flags (agent/config/flags.py, whose defaults come from `VOICE_AGENT_*` environment
-variables) into them. Everything else receives these dataclasses."""
+the parsed flags (agent/config/flags.py; agent/config/env.py gives each its `VOICE_AGENT_*`
+environment variable) into them. Everything else receives these dataclasses."""
 
 from __future__ import annotations
 

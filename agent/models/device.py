@@ -50,17 +50,20 @@ def cuda_device_count() -> int:
 
         count: int = ctranslate2.get_cuda_device_count()
         return count
-    except Exception:  # pragma: no cover - broken CUDA installs raise all sorts
+    except Exception as exc:  # broken CUDA installs raise all sorts
+        logger.warning("cannot count CUDA GPUs (CTranslate2: %s): using the CPU", _cause(exc))
         return 0
 
 
-def llama_supports_gpu() -> bool:
+def llama_supports_gpu() -> bool | None:
+    """Whether llama.cpp was built with GPU offload; None when asking it failed."""
     try:
         import llama_cpp
 
         return bool(llama_cpp.llama_supports_gpu_offload())
-    except Exception:
-        return False
+    except Exception as exc:
+        logger.warning("cannot ask llama.cpp whether it offloads to a GPU: %s", _cause(exc))
+        return None
 
 
 def onnxruntime_has_cuda() -> bool:
@@ -68,8 +71,13 @@ def onnxruntime_has_cuda() -> bool:
         import onnxruntime
 
         return CUDA_PROVIDER in onnxruntime.get_available_providers()
-    except Exception:  # pragma: no cover
+    except Exception as exc:
+        logger.warning("cannot list onnxruntime's providers: %s", _cause(exc))
         return False
+
+
+def _cause(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
 
 
 @functools.cache
@@ -79,7 +87,8 @@ def detect_device(requested: str = "auto") -> DeviceInfo:
     if requested not in ("auto", "cpu", "cuda"):
         raise ModelError(f"unknown device {requested!r} (use auto, cpu or cuda)")
     gpus = 0 if requested == "cpu" else cuda_device_count()
-    llm_gpu = gpus > 0 and llama_supports_gpu()
+    llama_gpu = llama_supports_gpu() if gpus else False
+    llm_gpu = gpus > 0 and bool(llama_gpu)
     stt_gpu = gpus > 0
     tts_gpu = gpus > 0 and onnxruntime_has_cuda()
     if requested == "cuda" and not gpus:
@@ -87,7 +96,11 @@ def detect_device(requested: str = "auto") -> DeviceInfo:
             "--device cuda: no CUDA GPU found (CTranslate2 sees none); use --device cpu or auto"
         )
     notes = []
-    if gpus and not llm_gpu:
+    if gpus and llama_gpu is None:
+        notes.append(
+            "llama.cpp's GPU support could not be checked (above): the LLM runs on the CPU"
+        )
+    elif gpus and not llm_gpu:
         notes.append(
             "llama.cpp was built without CUDA: reinstall llama-cpp-python with "
             'CMAKE_ARGS="-DGGML_CUDA=on" to run the LLM on the GPU'

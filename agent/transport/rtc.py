@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 
 from aiortc import RTCDataChannel, RTCPeerConnection
+
+from agent.transport import aiortc_internals
 
 log = logging.getLogger(__name__)
 
@@ -21,17 +22,10 @@ async def drain_channel(channel: RTCDataChannel | None, timeout: float) -> bool:
     page then reports a dropped connection instead of the server's reason."""
     if channel is None or channel.readyState != "open":
         return True
-    sctp = channel.transport
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while True:
-        pending = (
-            channel.bufferedAmount
-            or getattr(sctp, "_data_channel_queue", None)
-            or getattr(sctp, "_outbound_queue", None)
-            or getattr(sctp, "_sent_queue", None)
-        )
-        if not pending:
+        if not aiortc_internals.sctp_unacknowledged(channel):
             return True
         if loop.time() >= deadline:
             return False
@@ -48,7 +42,7 @@ async def close_peer(pc: RTCPeerConnection) -> None:
     (close() has failed its check list, so it ends promptly), then stop the senders and
     receivers again (stop() is idempotent) and cancel any orphan consent task.
     """
-    connecting = [task for task in asyncio.all_tasks() if _is_connect_of(task, pc)]
+    connecting = [t for t in asyncio.all_tasks() if aiortc_internals.is_connect_task_of(t, pc)]
     try:
         await pc.close()
     except Exception:
@@ -62,23 +56,14 @@ async def close_peer(pc: RTCPeerConnection) -> None:
         await asyncio.gather(*pending, return_exceptions=True)
     for transceiver in pc.getTransceivers():
         for part in (transceiver.sender, transceiver.receiver):
-            with contextlib.suppress(Exception):
+            try:
                 await part.stop()
-    orphans: list[asyncio.Task[object]] = []
-    for transport in getattr(pc, "_RTCPeerConnection__iceTransports", ()):
-        connection = getattr(transport, "_connection", None)
-        task = getattr(connection, "_query_consent_task", None)
-        if isinstance(task, asyncio.Task) and not task.done():
+            except Exception:  # a part close() already stopped, or one never started
+                log.warning("stopping %s after close failed", type(part).__name__, exc_info=True)
+    orphans: list[asyncio.Task[None]] = []
+    for transport in aiortc_internals.ice_transports(pc):
+        task = aiortc_internals.running_consent_task(aiortc_internals.ice_connection(transport))
+        if task is not None:
             task.cancel()
             orphans.append(task)
     await asyncio.gather(*orphans, return_exceptions=True)
-
-
-def _is_connect_of(task: asyncio.Task[object], pc: RTCPeerConnection) -> bool:
-    coro = task.get_coro()
-    frame = getattr(coro, "cr_frame", None)
-    return (
-        frame is not None
-        and getattr(coro, "__qualname__", "").endswith("__connect")
-        and frame.f_locals.get("self") is pc
-    )

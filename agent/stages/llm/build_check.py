@@ -59,7 +59,7 @@ def _uses_amx() -> bool:
 
 def _stamp(model: Path, library: Path) -> str:
     parts = [str(library.resolve()), str(library.stat().st_mtime_ns), str(model.resolve()),
-             str(model.stat().st_size), platform.processor(), _cpu_flags()]  # fmt: skip
+             str(model.stat().st_size), platform.machine(), _cpu_flags()]  # fmt: skip
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
 

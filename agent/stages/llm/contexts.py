@@ -26,6 +26,8 @@ import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
+from agent.stages.llm import llama_internals
+
 log = logging.getLogger(__name__)
 
 SEQUENCE = 0
@@ -92,11 +94,11 @@ class ConversationContexts:
         return report
 
     def _cached_tokens(self) -> list[int]:
-        tokens: list[int] = self._llama.input_ids[: self._llama.n_tokens].tolist()
+        tokens: list[int] = llama_internals.evaluated_tokens(self._llama).tolist()
         return tokens
 
     def _save(self, owner: object) -> int:
-        ctx = self._llama._ctx.ctx
+        ctx = llama_internals.context_pointer(self._llama)
         size = int(_lib().llama_state_seq_get_size(ctx, SEQUENCE))
         buffer = (ctypes.c_uint8 * size)()
         written = int(_lib().llama_state_seq_get_data(ctx, buffer, size, SEQUENCE))
@@ -110,20 +112,20 @@ class ConversationContexts:
 
     def _restore(self, saved: SavedContext) -> int:
         llama = self._llama
-        llama._ctx.kv_cache_seq_rm(SEQUENCE, 0, -1)
+        llama_internals.clear_sequence(llama, SEQUENCE)
         buffer = (ctypes.c_uint8 * len(saved.data)).from_buffer_copy(saved.data)
-        if int(_lib().llama_state_seq_set_data(llama._ctx.ctx, buffer, len(saved.data), SEQUENCE)):
+        ctx = llama_internals.context_pointer(llama)
+        if int(_lib().llama_state_seq_set_data(ctx, buffer, len(saved.data), SEQUENCE)):
             count = len(saved.tokens)
-            llama.input_ids[:count] = saved.tokens
-            llama.n_tokens = count
+            llama_internals.set_evaluated_tokens(llama, saved.tokens)
         else:  # a failed load leaves the cache empty: the prompt is evaluated whole
             log.warning("could not restore a conversation's llm context")
-            llama._ctx.kv_cache_seq_rm(SEQUENCE, 0, -1)
-            llama.n_tokens = 0
+            llama_internals.clear_sequence(llama, SEQUENCE)
+            llama_internals.set_evaluated_tokens(llama, [])
             count = 0
         # The logits in the context are not this prompt's: llama-cpp-python must decode
         # at least one token before sampling.
-        llama._requires_eval = True
+        llama_internals.require_eval(llama)
         return count
 
     def _evict(self) -> None:

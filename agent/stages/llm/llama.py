@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from agent.stages.llm import DeltaCallback, Generation, Message
+from agent.stages.llm import DeltaCallback, Generation, Message, llama_internals
 from agent.stages.llm.contexts import DEFAULT_BUDGET_BYTES, ConversationContexts
 from agent.threads import wait_uncancelled
 
@@ -163,7 +163,7 @@ class ChatModel:
         llama = self._llama
         tokens, dropped = self.fit(messages)
         self._contexts.switch_to(conversation, tokens)
-        cached = llama.longest_token_prefix(llama._input_ids[: llama.n_tokens], tokens)
+        cached = llama.longest_token_prefix(llama_internals.evaluated_tokens(llama), tokens)
         # llama.cpp replays one token when the whole prompt is cached, to refresh logits.
         evaluated = max(len(tokens) - cached, 1)
         pieces: list[str] = []
@@ -215,5 +215,4 @@ class _Either:
 def _token_text(llama: Any, token: int) -> str:
     if token < 0:
         return ""
-    text: str = llama._model.token_get_text(token)
-    return text
+    return llama_internals.token_text(llama, token)

@@ -1,0 +1,97 @@
+"""Every use of aiortc's and aioice's private internals, in one place.
+
+aiortc has no public API for what these do: stopping the tasks it starts too late to stop
+itself, telling whether a data channel's last message has been acknowledged, and choosing
+which local addresses ICE gathers on. Each function below names the private attribute it
+reads or replaces and why. They were verified against the versions in VERIFIED, which
+pyproject.toml pins; tests/test_internals.py exercises each one on real objects and says
+which feature breaks when a new version moves an attribute. (aiortc's audio receiver
+`JitterBuffer(capacity=16, prefetch=4)`, held in `RTCRtpReceiver.__jitter_buffer`, belongs
+here too when the agent tunes it.)
+
+Attributes are read directly, never with a `getattr` default: a renamed attribute fails
+loudly in the tests instead of quietly turning a feature off.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+from aiortc import RTCDataChannel, RTCPeerConnection
+
+VERIFIED = {"aiortc": "1.16.0", "aioice": "0.13.0"}
+"""The versions these internals were read in and tested against (pinned in pyproject.toml)."""
+
+
+def ice_transports(pc: RTCPeerConnection) -> list[Any]:
+    """The RTCIceTransports of `pc`, including those of transceivers already gone: the
+    name-mangled `RTCPeerConnection.__iceTransports` set, the only list aiortc keeps."""
+    private: Any = pc  # mypy knows aiortc's public types only
+    return list(private._RTCPeerConnection__iceTransports)
+
+
+def ice_connection(ice_object: Any) -> Any:
+    """The aioice `Connection` behind an RTCIceGatherer or RTCIceTransport (`_connection`)."""
+    return ice_object._connection
+
+
+def running_consent_task(connection: Any) -> asyncio.Task[None] | None:
+    """aioice's consent-freshness task (`Connection._query_consent_task`) if it still runs.
+    A connect that completes after `pc.close()` starts it on a closed connection, where it
+    loops until cancelled."""
+    task: asyncio.Task[None] | None = connection._query_consent_task
+    return task if task is not None and not task.done() else None
+
+
+def is_connect_task_of(task: asyncio.Task[Any], pc: RTCPeerConnection) -> bool:
+    """Whether `task` runs `pc`'s private `__connect` coroutine, which aiortc starts without
+    keeping the task: recognised by the coroutine's name and its frame's `self`."""
+    coro = task.get_coro()
+    frame = getattr(coro, "cr_frame", None)  # None once the coroutine has finished
+    qualname: str = getattr(coro, "__qualname__", "")
+    return frame is not None and qualname.endswith("__connect") and frame.f_locals.get("self") is pc
+
+
+def sctp_unacknowledged(channel: RTCDataChannel) -> bool:
+    """Whether anything sent on `channel` is still queued or unacknowledged: the channel's
+    bufferedAmount, then the SCTP transport's `_data_channel_queue` (not yet chunked),
+    `_outbound_queue` (not yet sent) and `_sent_queue` (sent, not yet acknowledged)."""
+    sctp = channel.transport
+    return bool(
+        channel.bufferedAmount
+        or sctp._data_channel_queue
+        or sctp._outbound_queue
+        or sctp._sent_queue
+    )
+
+
+def gathering_started(connection: Any) -> bool:
+    """aioice's `Connection._local_candidates_start`: set once gathering has begun."""
+    return bool(connection._local_candidates_start)
+
+
+def narrow_host_addresses(connection: Any, keep: Callable[[list[str]], list[str]]) -> None:
+    """Make this one aioice `Connection` gather host candidates only on `keep(addresses)`.
+    `Connection.get_component_candidates(component, addresses, timeout)` is the one method
+    that receives the address list before any socket is bound; an attribute on the instance
+    shadows the class's method, so nothing process-wide changes."""
+    gather = connection.get_component_candidates
+
+    async def narrowed(component: int, addresses: list[str], timeout: int = 5) -> Any:
+        return await gather(component=component, addresses=keep(addresses), timeout=timeout)
+
+    connection.get_component_candidates = narrowed
+
+
+__all__ = [
+    "VERIFIED",
+    "gathering_started",
+    "ice_connection",
+    "ice_transports",
+    "is_connect_task_of",
+    "narrow_host_addresses",
+    "running_consent_task",
+    "sctp_unacknowledged",
+]
