@@ -81,6 +81,11 @@ class TurnMetrics:
     """Prompt tokens not covered by the reused prefix: the ones the model had to evaluate."""
     completion_tokens: int | None = None
     stt_audio_ms: float | None = None
+    stt_ms: float | None = None
+    """Compute time of the transcription alone (not relative to end of speech)."""
+    stt_window_s: float | None = None
+    """Seconds of Whisper window the transcript came from: 30 is the full window (the
+    audio was too long for a cut one, or the guard fell back to it)."""
     interrupted: bool = False
 
     STAGES = (
