@@ -150,6 +150,25 @@ def measure(
     }
 
 
+def differences(per_clip: list[dict[str, Any]]) -> str:
+    """Where the two windows' transcripts differ in errors, and the worst cut-window ones."""
+    worse, better = [], 0
+    for clip in per_clip:
+        full = word_errors([clip["reference"]], [clip["full_text"]])
+        cut = word_errors([clip["reference"]], [clip["cut_text"]])
+        delta = (cut.substitutions + cut.deletions + cut.insertions) - (
+            full.substitutions + full.deletions + full.insertions
+        )
+        if delta > 0:
+            worse.append((delta, clip))
+        better += delta < 0
+    worse.sort(key=lambda item: -item[0])
+    examples = "; ".join(f"{clip['full_text']!r} -> {clip['cut_text']!r}" for _, clip in worse[:3])
+    return f"Clips with fewer errors on the cut window: {better}; with more: {len(worse)}" + (
+        f" (most: {examples})." if worse else "."
+    )
+
+
 def markdown(result: dict[str, Any], machine: dict[str, Any], command: str) -> str:
     full, cut = result["modes"]["full"], result["modes"]["cut"]
     fallbacks = result["fallbacks"]
@@ -158,8 +177,9 @@ def markdown(result: dict[str, Any], machine: dict[str, Any], command: str) -> s
     lines = [
         "# Speech recognition: the utterance's own window against the full 30 s window",
         "",
-        f"Machine: {one_line(machine)}; Whisper on {result['device']}; load average at start "
-        f"{machine.get('load_average')}.",
+        f"Machine: {one_line(machine)}; device: {result['device']}; load average at start "
+        f"{machine.get('load_average')} (a shared machine: other work slows both modes alike, "
+        "they alternate clip by clip).",
         f"Command: `{command}`.",
         "",
         f"Real models: Whisper `{Path(result['whisper']).name}`, greedy, English; "
@@ -192,6 +212,8 @@ def markdown(result: dict[str, Any], machine: dict[str, Any], command: str) -> s
             lines.append(f"| per call p50, {group} | {f['p50']} ms | {c['p50']} ms |")
     lines += [
         f"| window p50 | {full['window_s']['p50']} s | {cut['window_s']['p50']} s |",
+        "",
+        differences(result["per_clip"]),
         "",
         f"The guard fell back to the full window on {fallbacks['count']} of "
         f"{fallbacks['calls']} cut-window calls"
