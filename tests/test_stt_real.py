@@ -1,0 +1,97 @@
+"""The cut window on the real Whisper base (int8): words as good as the full window's, on
+espeak-ng and Piper speech, short and long, questions and statements."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from agent.audio import Int16Array
+from agent.models.device import detect_device
+from agent.models.loaders import load_piper, load_whisper
+from agent.stages.stt import FULL_WINDOW_S, Transcriber, Transcript
+from agent.stages.tts.piper import PiperSynthesizer
+from benchmarks.corpus import espeak
+from benchmarks.stt_corpus import as_utterance
+from benchmarks.wer import word_error_rate
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
+
+
+ESPEAK_SENTENCES = (
+    ("Yes.", 160),
+    ("What is the capital of Australia?", 160),
+    ("I think it will rain later today.", 175),
+    (
+        "Yesterday I walked along the river for almost two hours, and on the way back I "
+        "stopped at a small bakery that sells the best bread in town.",
+        160,
+    ),
+)
+PIPER_SENTENCES = (
+    "Thank you.",
+    "Where is the nearest train station?",
+    "My sister lives in a small town near the sea.",
+    "The meeting was moved to the afternoon, so I will have time to finish the report in "
+    "the morning and send it to the whole team before lunch.",
+)
+
+
+@pytest.fixture(scope="module")
+def clips(
+    small_models: Path,
+) -> list[tuple[str, Int16Array]]:
+    """(true text, 16 kHz utterance as the VAD cuts it)."""
+    out = [(text, as_utterance(*espeak(text, speed=speed))) for text, speed in ESPEAK_SENTENCES]
+    voice = small_models / "piper-en_US-joe-medium" / "en_US-joe-medium.onnx"
+    tts = PiperSynthesizer(load_piper(voice, detect_device("cpu")))
+    out += [(text, as_utterance(tts.synthesize(text), tts.sample_rate)) for text in PIPER_SENTENCES]
+    return out
+
+
+@pytest.fixture(scope="module")
+def transcripts(
+    small_models: Path, clips: list[tuple[str, Int16Array]]
+) -> Iterator[dict[str, list[Transcript]]]:
+    model = load_whisper(small_models / "whisper-base", detect_device("cpu"))
+    with ThreadPoolExecutor(1) as executor:
+        modes = {
+            "full": Transcriber(model, "en", executor, cut_window=False),
+            "cut": Transcriber(model, "en", executor),
+        }
+        yield {
+            mode: [t.transcribe_blocking(audio) for _, audio in clips] for mode, t in modes.items()
+        }
+
+
+def test_cut_window_words_are_as_good_as_the_full_windows(
+    clips: list[tuple[str, Int16Array]], transcripts: dict[str, list[Transcript]]
+) -> None:
+    references = [text for text, _ in clips]
+    full = word_error_rate(references, [t.text for t in transcripts["full"]])
+    cut = word_error_rate(references, [t.text for t in transcripts["cut"]])
+    assert cut <= 0.15, [t.text for t in transcripts["cut"]]
+    assert cut <= full + 0.01, (full, cut, [t.text for t in transcripts["cut"]])
+
+
+def test_cut_window_follows_the_utterance(transcripts: dict[str, list[Transcript]]) -> None:
+    for transcript in transcripts["cut"]:
+        assert transcript.window_s < FULL_WINDOW_S
+        assert transcript.window_s >= transcript.audio_s
+    assert all(t.window_s == FULL_WINDOW_S for t in transcripts["full"])
+
+
+def test_language_detection_on_a_cut_window(
+    small_models: Path, clips: list[tuple[str, Int16Array]]
+) -> None:
+    """Whisper base is multilingual: with no language given, the cut window detects it (or,
+    unsure, falls back to the full window) and finds English."""
+    model = load_whisper(small_models / "whisper-base", detect_device("cpu"))
+    _text, audio = clips[1]  # "What is the capital of Australia?"
+    with ThreadPoolExecutor(1) as executor:
+        transcript = Transcriber(model, None, executor).transcribe_blocking(audio)
+    assert transcript.language == "en"
+    assert word_error_rate([clips[1][0]], [transcript.text]) <= 0.2
