@@ -48,10 +48,14 @@ class Language:
     def is_english(self) -> bool:
         return self.iso3 == "eng"
 
+    @property
+    def reply_name(self) -> str:
+        """How the LLM's instructions name this language."""
+        return self.name or "the user's language"
+
     def reply_instruction(self) -> str:
-        """The sentence added to the system prompt so that replies come in this language."""
-        if self.is_english:
-            return ""
+        """The sentence added to a system prompt that does not name the language itself, so
+        that replies come in this language."""
         if self.name:
             return f" Always answer in {self.name}, whatever language the user speaks."
         return " Always answer in the language the user speaks."

@@ -59,8 +59,11 @@ def test_language_sets_whisper_the_reply_instruction_and_the_mms_voice() -> None
     assert FRENCH.whisper == "fr" and FRENCH.iso3 == "fra"
     assert parse_language("fra") == FRENCH == parse_language("French")
     prompt = ConversationConfig(language=FRENCH).full_system_prompt
-    assert prompt.endswith("Always answer in French, whatever language the user speaks.")
-    assert ConversationConfig().full_system_prompt == ConversationConfig().system_prompt
+    assert "The user speaks French; always reply in French" in prompt
+    assert "{language}" not in prompt and "English" not in prompt
+    assert "always reply in English" in ConversationConfig().full_system_prompt
+    own = ConversationConfig(language=FRENCH, system_prompt="Be brief.").full_system_prompt
+    assert own == "Be brief. Always answer in French, whatever language the user speaks."
     cpu = get_profile("cpu")
     assert entry_for(cpu, "stt", FRENCH, "mms").repo == "Systran/faster-whisper-base"
     assert entry_for(cpu, "stt", ENGLISH, "piper").repo == "Systran/faster-whisper-base.en"

@@ -16,10 +16,14 @@ from agent.config import checks
 from agent.languages import ENGLISH, Language, parse_language
 
 DEFAULT_SYSTEM_PROMPT = (
-    "You are a friendly voice assistant in a spoken conversation. "
-    "Answer in one or two short sentences of plain speech. "
-    "Never use markdown, lists, code, emoji or symbols: everything you write is read aloud."
+    "You are a helpful voice assistant. The user speaks {language}; always reply in "
+    "{language}, in one or two short sentences of plain spoken {language}, without lists, "
+    "markdown or emoji."
 )
+"""Tuned on SmolLM2-135M, the `small` model: over 180 replies to 20 questions at three
+temperatures, no reply in another language, where the prompt this replaced answered a few
+English questions in broken French or German ("What is the capital of France?" among them).
+Naming the user's language, and asking for it, is what keeps a small model in it."""
 
 
 # Container and VM bridges: a browser can never reach them, and their candidates would
@@ -127,7 +131,10 @@ class ConversationConfig:
 
     @property
     def full_system_prompt(self) -> str:
-        """The system prompt and the instruction to answer in the conversation's language."""
+        """The system prompt, with the conversation's language in its `{language}` places;
+        a prompt without any gets the instruction to answer in that language at its end."""
+        if "{language}" in self.system_prompt:
+            return self.system_prompt.replace("{language}", self.language.reply_name)
         return self.system_prompt + self.language.reply_instruction()
 
 
