@@ -11,12 +11,17 @@ def user_speech_start(turn_id: int) -> dict[str, Any]:
     return {"type": "user_speech_start", "turn": turn_id}
 
 
-def user_speech_end(turn_id: int, speech_ms: float, forced: bool) -> dict[str, Any]:
+def user_speech_end(
+    turn_id: int, speech_ms: float, forced: bool, silence_ms: float = 0.0
+) -> dict[str, Any]:
+    """The user stopped speaking (a pause, the end of the utterance, or its length cap);
+    `silence_ms`: how long after the last voiced audio the server noticed."""
     return {
         "type": "user_speech_end",
         "turn": turn_id,
         "speech_ms": round(speech_ms, 1),
         "forced": forced,
+        "silence_ms": round(silence_ms, 1),
     }
 
 

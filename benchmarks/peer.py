@@ -19,7 +19,7 @@ from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from agent.audio import OUTPUT_RATE, Int16Array, MonoResampler, pcm_to_frame
-from agent.transport.rtc import close_peer
+from agent.transport.rtc import close_peer, set_inbound_audio_buffering
 
 log = logging.getLogger(__name__)
 
@@ -136,8 +136,15 @@ class AgentClient:
     """One connection to a voice-agent server, driven like the web page drives it."""
 
     def __init__(
-        self, base_url: str, *, ping_interval_s: float = 1.0, token: str | None = None
+        self,
+        base_url: str,
+        *,
+        ping_interval_s: float = 1.0,
+        token: str | None = None,
+        jitter_frames: int | None = 1,
     ) -> None:
+        """`jitter_frames`: 20 ms frames the receive path's jitter buffer holds before the
+        ear gets one (None: aiortc's own 4); `received.playout` says what that costs."""
         self.base_url = base_url.rstrip("/")
         self._auth = {"Authorization": f"Bearer {token}"} if token is not None else {}
         """Sent with the offer and the DELETE, as the page sends its `?token=`."""
@@ -153,6 +160,8 @@ class AgentClient:
         self._new_event = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self.pc.addTrack(self.mic)
+        if jitter_frames is not None:
+            set_inbound_audio_buffering(self.pc, jitter_frames)
         self.pc.on("track", self._on_track)
 
     async def connect(self, session: aiohttp.ClientSession | None = None) -> dict[str, Any]:

@@ -26,6 +26,7 @@ from agent.audio import OUTPUT_RATE, Int16Array
 from benchmarks import onset
 from benchmarks.corpus import Utterance
 from benchmarks.peer import AgentClient, ClientEvent, ReceivedAudio, close_clients
+from benchmarks.playout import playout
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +73,11 @@ class TurnResult:
     server: dict[str, Any] = field(default_factory=dict)
     """The turn's `turn_metrics` event."""
     server_turns: int = 0
-    """`user_speech_end` events during the turn (more than 1: the server split the utterance)."""
+    """`transcript` events during the turn (more than 1: the server split the utterance)."""
+    underruns: int | None = None
+    """Frames of the reply that came later than a sound card would have wanted them."""
+    concealed_ms: float | None = None
+    """Time a sound card would have had nothing of the reply to play."""
     uplink_ms: float | None = None
     """Client send of the end of speech to the server's endpoint estimate (upper bound)."""
     downlink_ms: float | None = None
@@ -206,7 +211,7 @@ class SessionDriver:
         result.events = [
             (round((e.received_at - speech_end) * 1000, 1), str(e.data.get("type"))) for e in events
         ]
-        result.server_turns = sum(1 for e in events if e.data.get("type") == "user_speech_end")
+        result.server_turns = sum(1 for e in events if e.data.get("type") == "transcript")
         if metrics is None:
             result.status = "timeout"
         elif metrics.get("_error"):
@@ -217,6 +222,9 @@ class SessionDriver:
         result.agent_onset = heard
         if heard is not None:
             result.mouth_to_ear_ms = (heard - speech_end) * 1000
+            reply = [t for t in self.client.received.arrival if heard <= t <= time.time()]
+            played = playout(reply)
+            result.underruns, result.concealed_ms = played.underruns, played.concealed_ms
         elif result.status == "ok":
             result.status = "no_audio"
         self.align(result, events)
@@ -237,9 +245,11 @@ class SessionDriver:
             for e in events
             if e.data.get("type") == "user_speech_end" and e.data.get("turn") == turn_id
         ]
-        endpoint = server.get("endpoint_ms")
-        if ends and endpoint is not None:
-            server_end = ends[-1].received_at - endpoint / 1000
+        if ends:
+            # The last end of speech before the turn's decision, as the server noticed it
+            # `silence_ms` after the last voiced audio.
+            last = ends[-1]
+            server_end = last.received_at - float(last.data.get("silence_ms", 0.0)) / 1000
             result.uplink_ms = (server_end - result.speech_end) * 1000
             result.downlink_ms = result.transport_ms - result.uplink_ms
         starts = [

@@ -19,6 +19,7 @@ from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSession
 from aiortc import sdp as aiortc_sdp
 
 from agent.config import ServerConfig
+from agent.transport.rtc import set_inbound_audio_buffering
 from agent.transport.session import Session, SinkFactory
 from signaling.ice import HostAddressFilter, IceFilterError
 
@@ -126,6 +127,7 @@ async def answer_offer(
     started = time.perf_counter()
     try:
         await pc.setRemoteDescription(RTCSessionDescription(sdp=offer.sdp, type="offer"))
+        set_inbound_audio_buffering(pc, config.jitter_frames)
         pc.addTrack(session.output)
         answer = await pc.createAnswer()
         # Every transport exists now (addTrack may add one); gathering starts below.

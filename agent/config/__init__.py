@@ -74,6 +74,9 @@ class ServerConfig:
     ice_exclude_interfaces: tuple[str, ...] = DEFAULT_ICE_EXCLUDE_INTERFACES
     """fnmatch patterns of network interfaces that never offer ICE candidates."""
     ice_allow_link_local: bool = False
+    jitter_frames: int = 1
+    """20 ms frames the inbound audio's jitter buffer holds before releasing one (aiortc's
+    own is 4). The audio goes to the VAD, not to a loudspeaker: jitter only bunches it."""
 
 
 @dataclass(frozen=True)
@@ -205,6 +208,7 @@ def config_from_args(args: argparse.Namespace) -> AppConfig:
         max_session_s=args.max_session_s,
         ice_exclude_interfaces=checks.split_list(args.ice_exclude_interfaces),
         ice_allow_link_local=args.ice_allow_link_local,
+        jitter_frames=args.jitter_frames,
     )
     checks.check_access(server.host, server.token, args.no_auth, bool(server.trusted_proxies))
     checks.check_limits(

@@ -43,6 +43,13 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
         "(empty: none)",
     )
     net.add_argument(
+        "--jitter-frames",
+        type=int,
+        default=d_server.jitter_frames,
+        help="20 ms frames the inbound audio's jitter buffer holds before releasing one "
+        "(aiortc's default is 4; 1 is the least)",
+    )
+    net.add_argument(
         "--ice-allow-link-local",
         action="store_true",
         default=False,

@@ -233,15 +233,19 @@ class Conversation:
             self._user_speaking = True
             self._deps.emit(events.user_speech_start(self._current_turn_id()))
 
-    def _user_speech_ended(self, speech_ms: float, forced: bool) -> None:
+    def _user_speech_ended(self, speech_ms: float, forced: bool, silence_ms: float = 0.0) -> None:
         if self._user_speaking:
             self._user_speaking = False
-            self._deps.emit(events.user_speech_end(self._current_turn_id(), speech_ms, forced))
+            self._deps.emit(
+                events.user_speech_end(self._current_turn_id(), speech_ms, forced, silence_ms)
+            )
 
     async def _on_pause(self, paused: SpeechPaused) -> None:
         if self._overlap is not None:
             return
-        self._user_speech_ended(paused.speech_ms, False)
+        self._user_speech_ended(
+            paused.speech_ms, False, _samples_ms(paused.decided_sample - paused.end_sample)
+        )
         if self._answered or self.busy:
             return
         speech_end_wall = _speech_end_wall(
@@ -273,7 +277,9 @@ class Conversation:
         if self._overlap is not None:
             self._overlap.ended = ended
             return
-        self._user_speech_ended(ended.speech_ms, ended.forced)
+        self._user_speech_ended(
+            ended.speech_ms, ended.forced, _samples_ms(ended.decided_sample - ended.end_sample)
+        )
         if self._answered:
             return
         await self._cancel_verdict()
@@ -514,6 +520,10 @@ class Conversation:
 def _speech_end_wall(wall_time: float, decided_sample: int, end_sample: int) -> float:
     """Wall time of the end of speech: the deciding block's arrival, less the audio since."""
     return wall_time - (decided_sample - end_sample) / STT_RATE
+
+
+def _samples_ms(samples: int) -> float:
+    return samples * 1000 / STT_RATE
 
 
 async def _cancel(task: asyncio.Task[object] | None) -> None:

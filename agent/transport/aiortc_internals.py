@@ -5,9 +5,7 @@ itself, telling whether a data channel's last message has been acknowledged, and
 which local addresses ICE gathers on. Each function below names the private attribute it
 reads or replaces and why. They were verified against the versions in VERIFIED, which
 pyproject.toml pins; tests/test_internals.py exercises each one on real objects and says
-which feature breaks when a new version moves an attribute. (aiortc's audio receiver
-`JitterBuffer(capacity=16, prefetch=4)`, held in `RTCRtpReceiver.__jitter_buffer`, belongs
-here too when the agent tunes it.)
+which feature breaks when a new version moves an attribute.
 
 Attributes are read directly, never with a `getattr` default: a renamed attribute fails
 loudly in the tests instead of quietly turning a feature off.
@@ -19,7 +17,8 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
-from aiortc import RTCDataChannel, RTCPeerConnection
+from aiortc import RTCDataChannel, RTCPeerConnection, RTCRtpReceiver
+from aiortc.jitterbuffer import JitterBuffer
 
 VERIFIED = {"aiortc": "1.16.0", "aioice": "0.13.0"}
 """The versions these internals were read in and tested against (pinned in pyproject.toml)."""
@@ -85,7 +84,33 @@ def narrow_host_addresses(connection: Any, keep: Callable[[list[str]], list[str]
     connection.get_component_candidates = narrowed
 
 
+AUDIO_JITTER_CAPACITY = 16
+"""aiortc's own capacity for audio: 16 packets, 320 ms."""
+
+
+def set_audio_jitter_prefetch(receiver: RTCRtpReceiver, frames: int) -> None:
+    """Make an audio receiver release each frame once `frames` complete frames are buffered
+    behind it. aiortc builds every audio receiver with `JitterBuffer(capacity=16,
+    prefetch=4)` in `RTCRtpReceiver.__init__` (the name-mangled `__jitter_buffer`), which
+    holds 4 x 20 ms before the first frame comes out, and offers no way to choose. A frame
+    is complete when the next packet arrives, so 1 (or 0) is the least: one packet, 20 ms.
+    Replace it before the first packet arrives."""
+    private: Any = receiver
+    private._RTCRtpReceiver__jitter_buffer = JitterBuffer(
+        capacity=AUDIO_JITTER_CAPACITY, prefetch=frames
+    )
+
+
+def audio_jitter_prefetch(receiver: RTCRtpReceiver) -> int:
+    private: Any = receiver
+    prefetch: int = private._RTCRtpReceiver__jitter_buffer._prefetch
+    return prefetch
+
+
 __all__ = [
+    "AUDIO_JITTER_CAPACITY",
+    "audio_jitter_prefetch",
+    "set_audio_jitter_prefetch",
     "VERIFIED",
     "gathering_started",
     "ice_connection",

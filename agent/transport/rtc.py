@@ -67,3 +67,11 @@ async def close_peer(pc: RTCPeerConnection) -> None:
             task.cancel()
             orphans.append(task)
     await asyncio.gather(*orphans, return_exceptions=True)
+
+
+def set_inbound_audio_buffering(pc: RTCPeerConnection, frames: int) -> None:
+    """Hold `frames` complete 20 ms frames (at least one: the next packet completes a frame)
+    in each audio receiver's jitter buffer before releasing one; aiortc's own is 4."""
+    for transceiver in pc.getTransceivers():
+        if transceiver.kind == "audio":
+            aiortc_internals.set_audio_jitter_prefetch(transceiver.receiver, frames)
