@@ -20,6 +20,8 @@ from agent.config import AppConfig, ServerConfig
 from signaling.app import SESSIONS_KEY, create_app
 from signaling.sessions import SessionRegistry
 
+pytest_plugins = ["tests.llm_server"]  # llama_cpp.server and the fault proxy, as fixtures
+
 
 @pytest_asyncio.fixture(autouse=True)
 async def no_leaks() -> AsyncIterator[None]:

@@ -59,6 +59,12 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
         default=_flag_env("ice_allow_link_local"),
         help="offer link-local addresses (169.254/16, fe80::/10) as ICE candidates",
     )
+    net.add_argument(
+        "--replica-id",
+        default=_env("replica_id", "") or None,
+        help="prefix of this replica's session ids (r1-...), for a load balancer that routes "
+        "DELETE /sessions/{id} to the replica owning the session",
+    )
     add_access_arguments(parser, d_server)
 
     models = parser.add_argument_group("models")
@@ -100,7 +106,26 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
         "--llm-context",
         type=int,
         default=int(_env("llm_context", str(d_models.llm_context))),
-        help="llama.cpp context length in tokens",
+        help="llama.cpp context length in tokens (with --llm-url: the server's context per "
+        "request, unless the server reports it)",
+    )
+    models.add_argument(
+        "--llm-url",
+        default=_env("llm_url", "") or None,
+        help="base URL of an OpenAI-compatible server (vLLM, SGLang, llama-server, "
+        "llama_cpp.server) that runs the language model, such as http://127.0.0.1:8000/v1; "
+        "default: llama.cpp in this process",
+    )
+    models.add_argument(
+        "--llm-model",
+        default=_env("llm_model", "") or None,
+        help="with --llm-url: the model to ask for (default: the first the server lists)",
+    )
+    models.add_argument(
+        "--llm-api-key",
+        default=_env("llm_api_key", "") or None,
+        help="with --llm-url: the server's API key. Prefer VOICE_AGENT_LLM_API_KEY: other "
+        "local users can read command lines",
     )
 
     conv = parser.add_argument_group("conversation")

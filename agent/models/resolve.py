@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from agent.config import ModelConfig
 from agent.languages import ENGLISH, Language
@@ -33,18 +34,18 @@ class ResolvedModels:
     profile: str
     stt: Path
     """faster-whisper (CTranslate2) model directory."""
-    llm: Path
-    """GGUF file."""
+    llm: Path | None
+    """GGUF file; None when an inference server runs the language model (`--llm-url`)."""
     voice: Path
     """Piper `.onnx` (its `.onnx.json` beside it), or an MMS-TTS model directory."""
     tts: TtsEngine = "piper"
 
-    def path(self, kind: Kind) -> Path:
-        value: Path = getattr(self, kind)
+    def path(self, kind: Kind) -> Path | None:
+        value: Path | None = getattr(self, kind)
         return value
 
     def synthetic_kinds(self) -> list[str]:
-        return [kind for kind in KINDS if is_synthetic(self.path(kind))]
+        return [kind for kind in KINDS if (path := self.path(kind)) and is_synthetic(path)]
 
 
 def is_usable(entry: ModelEntry, models_dir: Path) -> bool:
@@ -75,9 +76,12 @@ def resolve_models(config: ModelConfig, language: Language = ENGLISH) -> Resolve
     models_dir = Path(config.models_dir).expanduser()
     engine = tts_engine(config.tts, language, config.voice)
 
-    paths: dict[Kind, Path] = {}
+    paths: dict[Kind, Path | None] = {}
     missing: list[ModelEntry] = []
     for kind in KINDS:
+        if kind == "llm" and config.llm_url is not None:
+            paths[kind] = None  # the server at --llm-url has its own
+            continue
         override: Path | None = getattr(config, kind)
         if override is not None:
             path = Path(override).expanduser()
@@ -117,12 +121,10 @@ def resolve_models(config: ModelConfig, language: Language = ENGLISH) -> Resolve
         )
         pull_entries(missing, models_dir, profile.name)
 
+    stt, voice = paths["stt"], paths["voice"]
+    assert stt is not None and voice is not None
     resolved = ResolvedModels(
-        profile=profile.name,
-        stt=paths["stt"],
-        llm=paths["llm"],
-        voice=paths["voice"],
-        tts=engine,
+        profile=profile.name, stt=stt, llm=paths["llm"], voice=voice, tts=engine
     )
     for synthetic in resolved.synthetic_kinds():
         logger.warning(
@@ -133,14 +135,16 @@ def resolve_models(config: ModelConfig, language: Language = ENGLISH) -> Resolve
     return resolved
 
 
-def models_health(resolved: ResolvedModels, device: DeviceInfo) -> dict[str, object]:
+def models_health(resolved: ResolvedModels, device: DeviceInfo) -> dict[str, Any]:
     """What /health reports about the models."""
     synthetic = resolved.synthetic_kinds()
-    report: dict[str, object] = {
+    report: dict[str, Any] = {
         "profile": resolved.profile,
         "device": device.as_dict(),
         "stt": {"path": str(resolved.stt), "synthetic": "stt" in synthetic},
-        "llm": {"path": str(resolved.llm), "synthetic": "llm" in synthetic},
+        "llm": {"path": str(resolved.llm), "synthetic": "llm" in synthetic}
+        if resolved.llm is not None
+        else {},
         "voice": {
             "path": str(resolved.voice),
             "engine": resolved.tts,
