@@ -30,6 +30,17 @@ def _sessions(text: str) -> list[int]:
     return values
 
 
+def without_token(argv: list[str]) -> list[str]:
+    """`argv` with the value of --token hidden: results are committed."""
+    shown = list(argv)
+    for i, arg in enumerate(shown):
+        if arg == "--token" and i + 1 < len(shown):
+            shown[i + 1] = "***"
+        elif arg.startswith("--token="):
+            shown[i] = "--token=***"
+    return shown
+
+
 def register(subparsers: Any) -> None:
     """Add the `bench` command to the `voice-agent` command's subparsers."""
     bench: argparse.ArgumentParser = subparsers.add_parser(
@@ -42,6 +53,11 @@ def register(subparsers: Any) -> None:
     )
     target = bench.add_argument_group("target")
     target.add_argument("--url", default="http://127.0.0.1:8080", help="the agent's base URL")
+    target.add_argument(
+        "--token",
+        default=None,
+        help='the server\'s bearer token, if it has one (for example --token "$VOICE_AGENT_TOKEN")',
+    )
     target.add_argument(
         "--launch",
         action="store_true",
@@ -181,11 +197,12 @@ async def bench(args: argparse.Namespace) -> int:
         turn_timeout_s=args.turn_timeout,
         barge_in_after_s=args.barge_in_after,
         seed=args.seed,
+        token=args.token,
     )
     flags = {
         k: (str(v) if isinstance(v, Path) else v)
         for k, v in vars(args).items()
-        if k not in ("func", "command", "log_level")
+        if k not in ("func", "command", "log_level", "token")
     }
     runs: list[dict[str, Any]] = []
     total = sum(n * (args.warmup + args.turns + args.barge_in) for n in args.sessions)
@@ -227,7 +244,7 @@ async def bench(args: argparse.Namespace) -> int:
     result: dict[str, Any] = {
         "meta": {
             "started": started,
-            "command": "voice-agent " + shlex.join(sys.argv[1:])
+            "command": "voice-agent " + shlex.join(without_token(sys.argv[1:]))
             if sys.argv and "bench" in sys.argv
             else "voice-agent bench",
             "url": args.url,

@@ -132,8 +132,11 @@ async def offer_sdp() -> str:
 class AgentClient:
     """One connection to a voice-agent server, driven like the web page drives it."""
 
-    def __init__(self, base_url: str, *, ping_interval_s: float = 1.0) -> None:
+    def __init__(
+        self, base_url: str, *, ping_interval_s: float = 1.0, token: str | None = None
+    ) -> None:
         self.base_url = base_url.rstrip("/")
+        self._headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         self.mic = MicrophoneTrack()
         self.received = ReceivedAudio()
@@ -155,7 +158,9 @@ class AgentClient:
         owns = session is None
         http = session or aiohttp.ClientSession()
         try:
-            async with http.post(f"{self.base_url}/offer", json=payload) as response:
+            async with http.post(
+                f"{self.base_url}/offer", json=payload, headers=self._headers
+            ) as response:
                 body: dict[str, Any] = await response.json()
                 if response.status != 200:
                     raise ConnectionRefusedError(f"{response.status}: {body.get('error')}")
@@ -205,7 +210,8 @@ class AgentClient:
             try:
                 async with aiohttp.ClientSession() as http:
                     url = f"{self.base_url}/sessions/{self.session_id}"
-                    async with http.delete(url, timeout=aiohttp.ClientTimeout(total=5)):
+                    timeout = aiohttp.ClientTimeout(total=5)
+                    async with http.delete(url, headers=self._headers, timeout=timeout):
                         pass
             except (aiohttp.ClientError, TimeoutError):
                 pass  # the server may be gone already; closing the connection is enough

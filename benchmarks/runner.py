@@ -48,6 +48,8 @@ class RunSettings:
     barge_in_attempts: int = 3
     """Tries per barge-in: a reply that ends before the user cuts in is asked again."""
     seed: int = 0
+    token: str | None = field(default=None, repr=False)
+    """The server's bearer token, when it has one."""
 
 
 @dataclass
@@ -341,7 +343,7 @@ async def run_sessions(
 ) -> list[TurnResult]:
     """`sessions` clients at once, each through warm-up, turns and barge-ins."""
     rng = random.Random(settings.seed)
-    clients = [AgentClient(settings.url) for _ in range(sessions)]
+    clients = [AgentClient(settings.url, token=settings.token) for _ in range(sessions)]
 
     async def one(index: int, client: AgentClient) -> list[TurnResult]:
         # Users do not start in step: spread the first utterances over one gap.
