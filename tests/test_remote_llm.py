@@ -17,13 +17,8 @@ from agent.cli import build_parser
 from agent.config import AppConfig, config_from_args
 from agent.dialogue.history import ChatHistory
 from agent.models import ModelError
-from agent.stages.llm.remote import (
-    AFFINITY_HEADERS,
-    RemoteChatModel,
-    RemoteModelError,
-    read_chunk,
-    retry_after_s,
-)
+from agent.stages.llm.remote import AFFINITY_HEADERS, RemoteChatModel
+from agent.stages.llm.wire import RemoteModelError, read_chunk, retry_after_s
 from tests.llm_proxy import Fault, FaultPlan, LlmProxy
 from tests.llm_server import DISCONNECTED, LlamaServer, free_port, wait_for_log
 

@@ -1,6 +1,6 @@
 """The language model stage: what every backend gives a turn (a streamed `Generation`), and
 the backends themselves: llama.cpp in this process (`llama.py`), or an OpenAI-compatible
-inference server (`remote.py`)."""
+inference server (`remote.py`, which reads what such servers send with `wire.py`)."""
 
 from __future__ import annotations
 
