@@ -209,7 +209,7 @@ async def bench(args: argparse.Namespace) -> int:
     flags = {
         k: (str(v) if isinstance(v, Path) else v)
         for k, v in vars(args).items()
-        if k not in ("func", "command", "log_level")
+        if k not in ("func", "command", "log_level", "token")
     }
     if args.token is not None:
         flags["token"] = "(given)"  # results are shared; the secret stays out of them

@@ -29,7 +29,7 @@ from agent.audio import STT_RATE, resample_pcm
 from agent.config import AppConfig, ConversationConfig, ModelConfig
 from agent.dialogue.history import ChatHistory
 from agent.stages.chunker import SpeechChunker
-from agent.stages.llm.llama import ChatModel
+from agent.stages.llm import ChatBackend
 from agent.stages.stt import Transcriber
 from agent.stages.tts import Synthesizer
 from agent.turntaking.vad import SpeechEnded, StreamingVad
@@ -76,7 +76,7 @@ def endpoint(vad: StreamingVad, utterance: Utterance) -> tuple[SpeechEnded | Non
 
 
 async def first_chunk(
-    chat: ChatModel, history: ChatHistory
+    chat: ChatBackend, history: ChatHistory
 ) -> tuple[float | None, float | None, list[str]]:
     """(ms to the first token, ms to the first speakable chunk, every chunk of the reply).
     The reply is generated in full, as a session does, and joins the history."""
@@ -106,7 +106,7 @@ async def measure_one(
     utterance: Utterance,
     *,
     transcriber: Transcriber,
-    chat: ChatModel,
+    chat: ChatBackend,
     tts: Synthesizer,
     conversation: ConversationConfig,
     history: ChatHistory | None = None,

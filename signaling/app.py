@@ -158,18 +158,21 @@ async def delete_session(request: web.Request) -> web.Response:
 
 
 async def health(request: web.Request) -> web.Response:
-    """`ok`, or 503 `draining` once shutdown began, so a load balancer stops sending
-    visitors to a server that will refuse their offers."""
+    """`ok`; or 503 with `draining` once shutdown began, or with `full` while
+    `--max-sessions` are live: a load balancer's health check then sends new visitors to
+    another replica, since this one would refuse their offers."""
     pipeline = request.app.get(PIPELINE_KEY)
     sessions = request.app[SESSIONS_KEY]
+    status = "draining" if sessions.draining else "full" if sessions.full else "ok"
     return web.json_response(
         {
-            "status": "draining" if sessions.draining else "ok",
+            "status": status,
             "sessions": len(sessions),
             "max_sessions": sessions.max_sessions,
+            "replica": request.app[CONFIG_KEY].server.replica_id,
             "models": pipeline.describe() if pipeline is not None else {},
         },
-        status=503 if sessions.draining else 200,
+        status=200 if status == "ok" else 503,
     )
 
 

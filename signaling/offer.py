@@ -110,6 +110,12 @@ def peer_configuration(config: ServerConfig) -> RTCConfiguration:
     return RTCConfiguration(iceServers=servers)
 
 
+def new_session_id(replica_id: str | None) -> str:
+    """Random, and prefixed with the replica's id (`r1-…`) so that a load balancer can send
+    the session's later requests to the replica that owns it."""
+    return f"{replica_id}-{uuid.uuid4().hex}" if replica_id else uuid.uuid4().hex
+
+
 async def answer_offer(
     offer: Offer, config: ServerConfig, sink_factory: SinkFactory | None
 ) -> Session:
@@ -117,7 +123,7 @@ async def answer_offer(
     The caller starts and registers the session. On failure nothing is left open."""
     pc = RTCPeerConnection(peer_configuration(config))
     session = Session(
-        uuid.uuid4().hex,
+        new_session_id(config.replica_id),
         pc,
         keepalive_timeout_s=config.keepalive_timeout_s,
         idle_timeout_s=config.idle_timeout_s,

@@ -37,6 +37,11 @@ class SessionRegistry:
     def __iter__(self) -> Iterator[Session]:
         return iter(list(self._sessions.values()))
 
+    @property
+    def full(self) -> bool:
+        """Live and reserved sessions fill `max_sessions`: the next offer would be refused."""
+        return len(self._sessions) + self._reserved >= self.max_sessions
+
     def get(self, session_id: str) -> Session | None:
         return self._sessions.get(session_id)
 
@@ -46,7 +51,7 @@ class SessionRegistry:
     def try_reserve(self, client: str) -> Refusal | None:
         """Hold a slot while an offer is being answered, so concurrent offers respect the
         caps. None when held, else which cap refused it."""
-        if len(self._sessions) + self._reserved >= self.max_sessions:
+        if self.full:
             return "server full"
         if self.max_per_client and self._per_client[client] >= self.max_per_client:
             return "client full"

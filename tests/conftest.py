@@ -49,6 +49,9 @@ def pytest_make_collect_report(collector: pytest.Collector) -> Iterator[None]:
     _fail_skip_in_ci(outcome.get_result())  # type: ignore[attr-defined]
 
 
+pytest_plugins = ["tests.llm_server"]  # llama_cpp.server and the fault proxy, as fixtures
+
+
 @pytest_asyncio.fixture(autouse=True)
 async def no_leaks() -> AsyncIterator[None]:
     """Fail any test that leaves asyncio tasks running or peer connections open."""

@@ -17,7 +17,7 @@ if sys.version_info < (3, 11):
 PY
 
 missing=()
-for pkg in espeak-ng chromium; do
+for pkg in espeak-ng chromium haproxy; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
 done
 if [ ${#missing[@]} -gt 0 ]; then

@@ -59,10 +59,55 @@ def test_the_check_runs_the_child_only_for_amx_builds_and_remembers_a_pass(
 
     monkeypatch.setattr(build_check.subprocess, "run", counting_run)
     monkeypatch.setattr(build_check, "_uses_amx", lambda: False)
-    build_check.check_llama_build(model, tmp_path)
+    assert build_check.check_llama_build(model, tmp_path) is False
     assert runs == []
     monkeypatch.setattr(build_check, "_uses_amx", lambda: True)
-    build_check.check_llama_build(model, tmp_path)
-    build_check.check_llama_build(model, tmp_path)
+    assert build_check.check_llama_build(model, tmp_path) is False
+    assert build_check.check_llama_build(model, tmp_path) is False
     assert len(runs) == 1  # the pass is remembered
     assert (tmp_path / ".llama-build-check.json").is_file()
+
+
+def test_a_crash_with_repacking_falls_back_to_the_plain_kernels_when_they_run(
+    tiny_models: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model = tiny_models / "tiny-llama" / "tiny-llama.gguf"
+    tried: list[bool] = []
+
+    def child(model: Path, *, no_repack: bool) -> subprocess.CompletedProcess[str]:
+        tried.append(no_repack)
+        code = 0 if no_repack else -signal.SIGILL
+        return subprocess.CompletedProcess([], code, "", "")
+
+    monkeypatch.setattr(build_check, "_uses_amx", lambda: True)
+    monkeypatch.setattr(build_check, "_run_child", child)
+    assert build_check.check_llama_build(model, tmp_path) is True
+    assert tried == [False, True]
+    assert build_check.check_llama_build(model, tmp_path) is True  # remembered
+    assert tried == [False, True]
+
+
+def test_a_crash_without_repacking_too_is_an_error(
+    tiny_models: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model = tiny_models / "tiny-llama" / "tiny-llama.gguf"
+    monkeypatch.setattr(build_check, "_uses_amx", lambda: True)
+    monkeypatch.setattr(
+        build_check,
+        "_run_child",
+        lambda model, *, no_repack: subprocess.CompletedProcess([], -signal.SIGILL, "", ""),
+    )
+    with pytest.raises(ModelError, match="SIGILL"):
+        build_check.check_llama_build(model, tmp_path)
+    assert not (tmp_path / ".llama-build-check.json").exists()
+
+
+def test_the_child_loads_without_repacking(tiny_models: Path) -> None:
+    model = tiny_models / "tiny-llama" / "tiny-llama.gguf"
+    child = subprocess.run(
+        [sys.executable, "-m", "agent.stages.llm.build_check", str(model), "--no-repack"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert child.returncode == 0, child.stderr

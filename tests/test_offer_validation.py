@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import aiohttp
@@ -127,10 +128,19 @@ async def test_session_cap_answers_503_with_retry_after(start_server: ServerFact
                 assert int(response.headers["Retry-After"]) > 0
                 assert "full" in (await response.json())["error"]
             async with http.get(f"{server.url}/health") as response:
+                # A load balancer's health check reads 503: no new visitors for this one.
+                assert response.status == 503
                 health = await response.json()
-        assert health["sessions"] == 2
-        assert health["status"] == "ok"
-        assert "recording" in health["models"]
+            assert health["sessions"] == 2
+            assert health["status"] == "full"
+            assert "recording" in health["models"]
+            await clients[0].close()
+            async with asyncio.timeout(5):
+                while len(server.sessions) > 1:
+                    await asyncio.sleep(0.02)
+            async with http.get(f"{server.url}/health") as response:
+                assert response.status == 200
+                assert (await response.json())["status"] == "ok"
     finally:
         for client in clients:
             await client.close()

@@ -452,6 +452,8 @@ async def test_full_server_is_retried_after_retry_after(
         await probe.wait_for("!document.getElementById('error').hidden", 10, "the error")
         assert "The server is full" in await page.inner_text("#error")
         assert "Server full, retrying in" in await page.inner_text("#connection-text")
+        # /health answers 503 "full" (not "draining"): the status line says so.
+        assert await page.inner_text("#models") == "The server is full: try again shortly."
         await wait_until(lambda: len(offers) >= 2, 12, "a second offer after Retry-After")
         assert offers[:2] == [503, 503]
         await page.click("#talk")  # give up

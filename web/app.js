@@ -204,7 +204,9 @@ async function showServerInfo() {
   try {
     const response = await fetch("/health", { cache: "no-store" });
     if (response.status === 503) {
-      models.textContent = "The server is shutting down.";
+      const status = await response.json().then((h) => h.status, () => null);
+      models.textContent =
+        status === "full" ? "The server is full: try again shortly." : "The server is shutting down.";
       return;
     }
     if (!response.ok) throw new Error(`HTTP ${response.status}`);

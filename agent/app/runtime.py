@@ -20,8 +20,10 @@ from agent.models import ModelError
 from agent.models.device import DeviceInfo, detect_device
 from agent.models.loaders import load_llama, load_mms, load_piper, load_vad_model, load_whisper
 from agent.models.resolve import ResolvedModels, models_health, resolve_models
+from agent.stages.llm import ChatBackend
 from agent.stages.llm.build_check import check_llama_build
 from agent.stages.llm.llama import ChatModel
+from agent.stages.llm.remote import RemoteChatModel
 from agent.stages.stt import Transcriber
 from agent.stages.tts import Synthesizer
 from agent.stages.tts.mms import MmsSynthesizer
@@ -79,6 +81,30 @@ def load_synthesizer(resolved: ResolvedModels, device: DeviceInfo) -> Synthesize
     return PiperSynthesizer(load_piper(resolved.voice, device))
 
 
+async def load_chat(config: AppConfig, resolved: ResolvedModels, device: DeviceInfo) -> ChatBackend:
+    """The language model: the inference server at `--llm-url` (checked, not warmed up
+    yet), else llama.cpp in this process."""
+    models, conversation = config.models, config.conversation
+    if models.llm_url is not None:
+        return await RemoteChatModel.connect(
+            models.llm_url,
+            model=models.llm_model,
+            api_key=models.llm_api_key,
+            context_tokens=models.llm_context,
+            max_reply_tokens=conversation.max_reply_tokens,
+            stage_timeout_s=conversation.stage_timeout_s,
+            system_prompt=conversation.full_system_prompt,
+        )
+    assert resolved.llm is not None  # resolve_models gives a GGUF without --llm-url
+    no_repack = False
+    if not device.llm_gpu:
+        no_repack = await asyncio.to_thread(check_llama_build, resolved.llm, models.models_dir)
+    llama = await asyncio.to_thread(
+        load_llama, resolved.llm, models.llm_context, device, no_repack=no_repack
+    )
+    return ChatModel(llama, max_reply_tokens=conversation.max_reply_tokens)
+
+
 class Runtime:
     def __init__(
         self,
@@ -87,7 +113,7 @@ class Runtime:
         device: DeviceInfo,
         *,
         whisper: Any,
-        chat: ChatModel,
+        chat: ChatBackend,
         tts: Synthesizer,
         turn_model: SmartTurn | None = None,
     ) -> None:
@@ -112,14 +138,23 @@ class Runtime:
         )
         device = detect_device(config.models.device)
         log.info("device: %s", device.description)
-        if not device.llm_gpu:
-            await asyncio.to_thread(check_llama_build, resolved.llm, config.models.models_dir)
-        whisper, llama, tts = await asyncio.gather(
-            asyncio.to_thread(load_whisper, resolved.stt, device),
-            asyncio.to_thread(load_llama, resolved.llm, config.models.llm_context, device),
-            asyncio.to_thread(load_synthesizer, resolved, device),
-        )
-        chat = ChatModel(llama, max_reply_tokens=config.conversation.max_reply_tokens)
+        if config.models.llm_url is not None:
+            # The server is asked first: a wrong URL fails in a second, not after the models load.
+            chat = await load_chat(config, resolved, device)
+            try:
+                whisper, tts = await asyncio.gather(
+                    asyncio.to_thread(load_whisper, resolved.stt, device),
+                    asyncio.to_thread(load_synthesizer, resolved, device),
+                )
+            except BaseException:
+                await chat.aclose()
+                raise
+        else:
+            whisper, tts, chat = await asyncio.gather(
+                asyncio.to_thread(load_whisper, resolved.stt, device),
+                asyncio.to_thread(load_synthesizer, resolved, device),
+                load_chat(config, resolved, device),
+            )
         turn_model = None
         if resolved.turn is not None:
             try:
@@ -133,7 +168,11 @@ class Runtime:
         runtime = cls(
             config, resolved, device, whisper=whisper, chat=chat, tts=tts, turn_model=turn_model
         )
-        await runtime.warm_up()
+        try:
+            await runtime.warm_up()
+        except BaseException:
+            await runtime.aclose()
+            raise
         return runtime
 
     async def warm_up(self) -> None:
@@ -191,6 +230,7 @@ class Runtime:
 
     def describe(self) -> dict[str, Any]:
         report = models_health(self.resolved, self.device)
+        report["llm"] = {**report["llm"], **self.chat.describe()}
         conversation = self.config.conversation
         turn = report["turn"]
         assert isinstance(turn, dict)
@@ -209,5 +249,11 @@ class Runtime:
         return report
 
     def close(self) -> None:
+        """Release the worker threads and an in-process model (a remote model's client
+        needs the event loop: `aclose`)."""
         self.executors.shutdown()
         self.chat.close()
+
+    async def aclose(self) -> None:
+        await asyncio.to_thread(self.executors.shutdown)
+        await self.chat.aclose()

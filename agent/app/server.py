@@ -93,7 +93,7 @@ async def serve(config: AppConfig) -> int:
         await app[SESSIONS_KEY].drain()
     finally:
         await runner.cleanup()
-        runtime.close()
+        await runtime.aclose()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
     await _end_leftover_tasks()

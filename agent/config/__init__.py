@@ -77,6 +77,9 @@ class ServerConfig:
     jitter_frames: int = 1
     """20 ms frames the inbound audio's jitter buffer holds before releasing one (aiortc's
     own is 4). The audio goes to the VAD, not to a loudspeaker: jitter only bunches it."""
+    replica_id: str | None = None
+    """Prefix of this server's session ids (`r1-…`), so that a load balancer in front of
+    several replicas sends `DELETE /sessions/{id}` to the one that owns the session."""
 
 
 @dataclass(frozen=True)
@@ -95,6 +98,12 @@ class ModelConfig:
     llm_context: int = 4096
     tts: str = "auto"
     """`piper`, `mms`, or `auto`: Piper for English, MMS-TTS for any other language."""
+    llm_url: str | None = None
+    """Base URL of an OpenAI-compatible inference server (`http://host:8000/v1`) that runs
+    the language model instead of llama.cpp in this process; None: in this process."""
+    llm_model: str | None = None
+    """The model the server is asked for; None: the first one it lists."""
+    llm_api_key: str | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
@@ -209,6 +218,7 @@ def config_from_args(args: argparse.Namespace) -> AppConfig:
         ice_exclude_interfaces=checks.split_list(args.ice_exclude_interfaces),
         ice_allow_link_local=args.ice_allow_link_local,
         jitter_frames=args.jitter_frames,
+        replica_id=checks.check_replica_id(args.replica_id),
     )
     checks.check_access(server.host, server.token, args.no_auth, bool(server.trusted_proxies))
     checks.check_limits(
@@ -229,7 +239,15 @@ def config_from_args(args: argparse.Namespace) -> AppConfig:
         device=args.device,
         llm_context=args.llm_context,
         tts=args.tts,
+        llm_url=checks.check_llm_url(args.llm_url),
+        llm_model=args.llm_model,
+        llm_api_key=args.llm_api_key,
     )
+    if models.llm_url is not None and models.llm is not None:
+        raise ValueError(
+            "--llm (a GGUF run in this process) and --llm-url (a server) contradict each "
+            "other: give one"
+        )
     if args.stage_timeout <= 0 or args.max_failed_turns < 0:
         raise ValueError("--stage-timeout must be > 0 and --max-failed-turns >= 0")
     conversation = ConversationConfig(

@@ -5,6 +5,7 @@ Nothing here reads flags or the environment."""
 from __future__ import annotations
 
 import ipaddress
+import re
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
@@ -141,3 +142,32 @@ def check_turn_taking(conversation: ConversationConfig) -> None:
         raise ValueError("need 0 < --barge-in-ms <= --barge-in-max-ms")
     if conversation.max_reply_sentences < 0 or conversation.max_reply_tokens < 1:
         raise ValueError("--max-reply-sentences must be >= 0 and --max-reply-tokens >= 1")
+
+
+REPLICA_ID = re.compile(r"[A-Za-z0-9]{1,16}")
+
+
+def check_replica_id(replica_id: str | None) -> str | None:
+    """Letters and digits only: the id and a dash start every session id of the replica."""
+    if not replica_id:
+        return None
+    if not REPLICA_ID.fullmatch(replica_id):
+        raise ValueError(
+            f"--replica-id {replica_id!r}: use 1 to 16 letters and digits (such as r1)"
+        )
+    return replica_id
+
+
+def check_llm_url(url: str | None) -> str | None:
+    """An http(s) base URL; a URL without a path gets the OpenAI-compatible `/v1`."""
+    if not url:
+        return None
+    parts = urlsplit(url.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(
+            f"--llm-url {url!r} is not an http:// or https:// URL such as http://127.0.0.1:8000/v1"
+        )
+    if parts.query or parts.fragment:
+        raise ValueError(f"--llm-url {url!r}: give the base URL, without a query")
+    base = url.strip().rstrip("/")
+    return base if parts.path.strip("/") else base + "/v1"

@@ -55,6 +55,12 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
         default=False,
         help="offer link-local addresses (169.254/16, fe80::/10) as ICE candidates",
     )
+    net.add_argument(
+        "--replica-id",
+        default=None,
+        help="prefix of this replica's session ids (r1-...), for a load balancer that routes "
+        "DELETE /sessions/{id} to the replica owning the session",
+    )
     add_access_arguments(parser, d_server)
 
     models = parser.add_argument_group("models")
@@ -104,7 +110,26 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
         "--llm-context",
         type=int,
         default=d_models.llm_context,
-        help="llama.cpp context length in tokens",
+        help="llama.cpp context length in tokens (with --llm-url: the server's context per "
+        "request, unless the server reports it)",
+    )
+    models.add_argument(
+        "--llm-url",
+        default=None,
+        help="base URL of an OpenAI-compatible server (vLLM, SGLang, llama-server, "
+        "llama_cpp.server) that runs the language model, such as http://127.0.0.1:8000/v1; "
+        "default: llama.cpp in this process",
+    )
+    models.add_argument(
+        "--llm-model",
+        default=None,
+        help="with --llm-url: the model to ask for (default: the first the server lists)",
+    )
+    models.add_argument(
+        "--llm-api-key",
+        default=None,
+        help="with --llm-url: the server's API key. Prefer VOICE_AGENT_LLM_API_KEY: other "
+        "local users can read command lines",
     )
 
     conv = parser.add_argument_group("conversation")

@@ -8,6 +8,7 @@ for faster-whisper, an attempt to download something from the hub.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import functools
 import json
 import logging
@@ -159,11 +160,19 @@ def load_whisper(path: Path, device: DeviceInfo) -> Any:
     return _once(key, lambda: _timed("Whisper", path, where, build))
 
 
-def load_llama(path: Path, n_ctx: int, device: DeviceInfo, n_threads: int | None = None) -> Any:
+def load_llama(
+    path: Path,
+    n_ctx: int,
+    device: DeviceInfo,
+    n_threads: int | None = None,
+    *,
+    no_repack: bool = False,
+) -> Any:
     """A `llama_cpp.Llama` with every layer on the GPU when llama.cpp has CUDA.
 
     Generation uses `shared_threads()` unless `n_threads` says otherwise; prompt
-    processing uses every core."""
+    processing uses every core. `no_repack`: without weight repacking, for a CPU that
+    cannot run it (agent/stages/llm/build_check.py)."""
     path = Path(path).resolve()
     if path.is_dir():
         raise ModelError(f"LLM model must be a .gguf file, not a directory: {path}")
@@ -174,20 +183,25 @@ def load_llama(path: Path, n_ctx: int, device: DeviceInfo, n_threads: int | None
     def build() -> Any:
         from llama_cpp import Llama
 
+        from agent.stages.llm.llama_internals import without_repacking
+
         try:
-            return Llama(
-                model_path=str(path),
-                n_ctx=n_ctx,
-                n_gpu_layers=n_gpu_layers,
-                n_threads=threads,
-                n_threads_batch=cpu_threads(),
-                verbose=False,
-            )
+            with without_repacking() if no_repack else contextlib.nullcontext():
+                return Llama(
+                    model_path=str(path),
+                    n_ctx=n_ctx,
+                    n_gpu_layers=n_gpu_layers,
+                    n_threads=threads,
+                    n_threads_batch=cpu_threads(),
+                    verbose=False,
+                )
         except Exception as exc:
             raise ModelError(f"cannot load GGUF model {path}: {exc}") from exc
 
     where = "cuda (all layers)" if device.llm_gpu else f"cpu ({threads} threads)"
-    key = ("llama", str(path), n_ctx, n_gpu_layers, threads)
+    if no_repack:
+        where += ", without weight repacking"
+    key = ("llama", str(path), n_ctx, n_gpu_layers, threads, no_repack)
     return _once(key, lambda: _timed("LLM", path, where, build))
 
 

@@ -7,6 +7,7 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from agent.config import ModelConfig
 from agent.languages import ENGLISH, Language
@@ -56,8 +57,8 @@ class ResolvedModels:
     profile: str
     stt: Path
     """faster-whisper (CTranslate2) model directory."""
-    llm: Path
-    """GGUF file."""
+    llm: Path | None
+    """GGUF file; None when an inference server runs the language model (`--llm-url`)."""
     voice: Path
     """Piper `.onnx` (its `.onnx.json` beside it), or an MMS-TTS model directory."""
     tts: TtsEngine = "piper"
@@ -71,12 +72,12 @@ class ResolvedModels:
     def profile_requested(self) -> str:
         return self.fallback.requested if self.fallback else self.profile
 
-    def path(self, kind: Kind) -> Path:
-        value: Path = getattr(self, kind)
+    def path(self, kind: Kind) -> Path | None:
+        value: Path | None = getattr(self, kind)
         return value
 
     def synthetic_kinds(self) -> list[str]:
-        return [kind for kind in KINDS if is_synthetic(self.path(kind))]
+        return [kind for kind in KINDS if (path := self.path(kind)) and is_synthetic(path)]
 
 
 def is_usable(entry: ModelEntry, models_dir: Path) -> bool:
@@ -92,16 +93,20 @@ def is_usable(entry: ModelEntry, models_dir: Path) -> bool:
 @dataclass(frozen=True)
 class _Plan:
     profile: Profile
-    paths: dict[Kind, Path]
+    paths: dict[Kind, Path | None]
+    """None for the LLM when an inference server runs it (`--llm-url`)."""
     missing: list[ModelEntry]
 
 
 def _plan(
     profile: Profile, config: ModelConfig, language: Language, engine: TtsEngine, models_dir: Path
 ) -> _Plan:
-    paths: dict[Kind, Path] = {}
+    paths: dict[Kind, Path | None] = {}
     missing: list[ModelEntry] = []
     for kind in KINDS:
+        if kind == "llm" and config.llm_url is not None:
+            paths[kind] = None  # the server at --llm-url has its own
+            continue
         override: Path | None = getattr(config, kind)
         if override is not None:
             path = Path(override).expanduser()
@@ -117,6 +122,12 @@ def _plan(
         if not is_usable(entry, models_dir):
             missing.append(entry)
     return _Plan(profile, paths, missing)
+
+
+def _known(path: Path | None) -> Path:
+    """Speech recognition and the voice always run here: they always have a path."""
+    assert path is not None
+    return path
 
 
 def _profile(profiles: Mapping[str, Profile], name: str) -> Profile:
@@ -157,9 +168,9 @@ def resolve_models(
     turn = resolve_turn_model(profile, config, models_dir, language, engine)
     resolved = ResolvedModels(
         profile=profile.name,
-        stt=plan.paths["stt"],
+        stt=_known(plan.paths["stt"]),
         llm=plan.paths["llm"],
-        voice=plan.paths["voice"],
+        voice=_known(plan.paths["voice"]),
         tts=engine,
         turn=turn.path,
         turn_note=turn.note,
@@ -257,16 +268,18 @@ def _pull(plan: _Plan, models_dir: Path) -> None:
     pull_entries(plan.missing, models_dir, plan.profile.name, hub_checked=True)
 
 
-def models_health(resolved: ResolvedModels, device: DeviceInfo) -> dict[str, object]:
+def models_health(resolved: ResolvedModels, device: DeviceInfo) -> dict[str, Any]:
     """What /health reports about the models."""
     synthetic = resolved.synthetic_kinds()
-    report: dict[str, object] = {
+    report: dict[str, Any] = {
         "profile": resolved.profile,
         "profile_requested": resolved.profile_requested,
         "fallback": resolved.fallback.as_dict() if resolved.fallback else None,
         "device": device.as_dict(),
         "stt": {"path": str(resolved.stt), "synthetic": "stt" in synthetic},
-        "llm": {"path": str(resolved.llm), "synthetic": "llm" in synthetic},
+        "llm": {"path": str(resolved.llm), "synthetic": "llm" in synthetic}
+        if resolved.llm is not None
+        else {},
         "voice": {
             "path": str(resolved.voice),
             "engine": resolved.tts,

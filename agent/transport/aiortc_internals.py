@@ -109,9 +109,8 @@ def audio_jitter_prefetch(receiver: RTCRtpReceiver) -> int:
 
 __all__ = [
     "AUDIO_JITTER_CAPACITY",
-    "audio_jitter_prefetch",
-    "set_audio_jitter_prefetch",
     "VERIFIED",
+    "audio_jitter_prefetch",
     "gathering_started",
     "ice_connection",
     "ice_transports",
@@ -119,4 +118,5 @@ __all__ = [
     "narrow_host_addresses",
     "running_consent_task",
     "sctp_unacknowledged",
+    "set_audio_jitter_prefetch",
 ]

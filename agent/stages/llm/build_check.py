@@ -1,15 +1,17 @@
 """Does this llama.cpp build run on this CPU? Checked in a child process, once.
 
 llama-cpp-python compiles llama.cpp for the machine it is installed on (`-march=native`).
-On a CPU that advertises Intel AMX, llama.cpp then multiplies Q4/Q8 weights with AMX tile
+On a CPU that advertises Intel AMX, llama.cpp then repacks Q4/Q8 weights for AMX tile
 instructions, and some virtual machines advertise AMX without allowing it: the first token
 kills the process with SIGILL, with no Python error to catch. So before a server loads a
-quantized model in process, a child process decodes a few tokens with it; a child killed
-by a signal becomes a `ModelError` that says how to rebuild llama.cpp for a portable
-instruction set. A passing check is remembered (per llama.cpp library, model and CPU) so
-that later starts pay nothing.
+quantized model in process, a child process decodes a few tokens with it. If the child is
+killed, a second one tries without weight repacking (plain CPU kernels, see
+`llama_internals.without_repacking`): when that one runs, the model is loaded that way, with
+a warning; when it does not, a `ModelError` says how to rebuild llama.cpp for a portable
+instruction set. A verdict is remembered (per llama.cpp library, model and CPU) so that
+later starts pay nothing.
 
-Run as `python -m agent.stages.llm.build_check MODEL.gguf` it is the child.
+Run as `python -m agent.stages.llm.build_check MODEL.gguf [--no-repack]` it is the child.
 """
 
 from __future__ import annotations
@@ -73,36 +75,62 @@ def _cpu_flags() -> str:
     return ""
 
 
-def check_llama_build(model: Path, cache_dir: Path) -> None:
-    """Raise ModelError when this llama.cpp build cannot run `model` on this CPU. Only
-    AMX builds are checked (the ones that fault where AMX is not allowed)."""
+def check_llama_build(model: Path, cache_dir: Path) -> bool:
+    """Whether `model` must be loaded without weight repacking (see the module docstring);
+    raises ModelError when this llama.cpp build cannot run it on this CPU at all. Only AMX
+    builds are checked (the ones that fault where AMX is not allowed)."""
     library = _library_path()
     if library is None or not _uses_amx():
-        return
+        return False
     record = cache_dir / ".llama-build-check.json"
     stamp = _stamp(model, library)
     try:
-        if json.loads(record.read_text()).get("ok") == stamp:
-            return
-    except (OSError, ValueError, AttributeError):
+        remembered = json.loads(record.read_text())
+        if remembered.get("stamp") == stamp:
+            return bool(remembered["no_repack"])
+    except (OSError, ValueError, AttributeError, KeyError, TypeError):
         pass
     log.info("llama.cpp uses AMX here: checking that it runs (%s) in a child process", model)
+    child = _run_child(model, no_repack=False)
+    if child is None:
+        return False
+    no_repack = False
+    if child.returncode < 0:
+        log.warning(
+            "llama.cpp crashed (%s) on this CPU with its AMX weight repacking: trying the "
+            "plain CPU kernels",
+            signal.Signals(-child.returncode).name,
+        )
+        retry = _run_child(model, no_repack=True)
+        if retry is not None and retry.returncode == 0:
+            no_repack = True
+            log.warning(
+                "the language model runs without weight repacking on this machine (slower); "
+                "a portable build avoids the crash: %s",
+                REBUILD_COMMAND,
+            )
+    if not no_repack:
+        raise_for(child.returncode, child.stderr)
     try:
-        child = subprocess.run(
-            [sys.executable, "-m", "agent.stages.llm.build_check", str(model)],
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        record.write_text(json.dumps({"stamp": stamp, "no_repack": no_repack}))
+    except OSError:
+        log.warning("could not remember the llama.cpp check in %s", record, exc_info=True)
+    return no_repack
+
+
+def _run_child(model: Path, *, no_repack: bool) -> subprocess.CompletedProcess[str] | None:
+    command = [sys.executable, "-m", "agent.stages.llm.build_check", str(model)]
+    try:
+        return subprocess.run(
+            command + (["--no-repack"] if no_repack else []),
             capture_output=True,
             text=True,
             timeout=CHECK_TIMEOUT_S,
         )
     except subprocess.TimeoutExpired:
         log.warning("the llama.cpp check did not finish in %g s; going on", CHECK_TIMEOUT_S)
-        return
-    raise_for(child.returncode, child.stderr)
-    try:
-        cache_dir.mkdir(parents=True, exist_ok=True)
-        record.write_text(json.dumps({"ok": stamp}))
-    except OSError:
-        log.warning("could not remember the llama.cpp check in %s", record, exc_info=True)
+        return None
 
 
 def raise_for(returncode: int, stderr: str) -> None:
@@ -121,13 +149,18 @@ def raise_for(returncode: int, stderr: str) -> None:
     raise ModelError(f"llama.cpp could not run the language model (exit {returncode}):\n{tail}")
 
 
-def _child(model: str) -> int:
+def _child(model: str, no_repack: bool) -> int:
+    import contextlib
+
     from llama_cpp import Llama
 
-    llama = Llama(model_path=model, n_ctx=256, n_threads=1, verbose=False)
+    from agent.stages.llm.llama_internals import without_repacking
+
+    with without_repacking() if no_repack else contextlib.nullcontext():
+        llama = Llama(model_path=model, n_ctx=256, n_threads=1, verbose=False)
     llama.eval(llama.tokenize(b"Hello, how are you?"))
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(_child(sys.argv[1]))
+    sys.exit(_child(sys.argv[1], "--no-repack" in sys.argv[2:]))

@@ -69,6 +69,12 @@ class ChatModel:
     def close(self) -> None:
         self._executor.shutdown(wait=True, cancel_futures=True)
 
+    async def aclose(self) -> None:
+        await asyncio.to_thread(self.close)
+
+    def describe(self) -> dict[str, Any]:
+        return {"backend": "in-process", "context": self.n_ctx}
+
     def render(self, messages: Sequence[Message]) -> list[int]:
         prompt: str = self._formatter(messages=list(messages)).prompt  # type: ignore[arg-type]
         add_bos = not (self._bos and prompt.startswith(self._bos))

@@ -12,6 +12,9 @@ than quietly turning prefix reuse off.
 
 from __future__ import annotations
 
+import contextlib
+import threading
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -56,6 +59,35 @@ def require_eval(llama: Any) -> None:
     llama._requires_eval = True
 
 
+_DEFAULTS_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def without_repacking() -> Iterator[None]:
+    """While the block runs, `Llama(...)` loads weights without llama.cpp's repacking into
+    extra buffer types (`llama_model_params.use_extra_bufts`, the CLI's `--no-repack`),
+    which `Llama` does not expose: it builds its params from
+    `llama_cpp.llama_model_default_params()`, replaced here for the duration. Some virtual
+    machines advertise Intel AMX without allowing it, and the AMX repacking of Q4/Q8
+    weights then kills the process with SIGILL on its first token; the plain CPU kernels
+    run. A lock keeps two loads from swapping the function at once."""
+    import llama_cpp.llama_cpp as native  # what llama_cpp/llama.py calls `llama_cpp`
+
+    with _DEFAULTS_LOCK:
+        defaults = native.llama_model_default_params
+
+        def no_repacking() -> Any:
+            params = defaults()
+            params.use_extra_bufts = False
+            return params
+
+        native.llama_model_default_params = no_repacking
+        try:
+            yield
+        finally:
+            native.llama_model_default_params = defaults
+
+
 __all__ = [
     "VERIFIED",
     "clear_sequence",
@@ -64,4 +96,5 @@ __all__ = [
     "require_eval",
     "set_evaluated_tokens",
     "token_text",
+    "without_repacking",
 ]
