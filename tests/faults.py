@@ -44,6 +44,8 @@ class FaultScript:
     after_tokens: int = 0
     max_hang_s: float = 30.0
     """A safety net: a hang that nobody releases ends by itself after this long."""
+    tokens_before_fault: int | None = None
+    """Tokens with text the LLM had streamed when its fault fired."""
     calls: int = 0
     release: threading.Event = field(default_factory=threading.Event)
     hanging: threading.Event = field(default_factory=threading.Event)
@@ -138,6 +140,7 @@ class FaultyLlama:
         try:
             for chunk in stream:
                 if fault is not None and delivered >= self._script.after_tokens:
+                    self._script.tokens_before_fault = delivered
                     self._script.fire(fault, "language model")  # mid-stream
                     fault = None
                 delivered += bool(chunk["choices"][0]["text"])

@@ -46,7 +46,12 @@ async def remote_runtime(tiny_models: Path, llm_proxy: LlmProxy) -> AsyncIterato
         models=ModelConfig(
             models_dir=tiny_models, profile="tiny", offline=True, llm_url=llm_proxy.url
         ),
-        conversation=ConversationConfig(max_reply_tokens=24, stage_timeout_s=STAGE_TIMEOUT_S),
+        # No reply prepared in a pause: a fault the proxy injects into a prepared reply the
+        # user talks into is (rightly) never seen, so which request meets it would depend on
+        # espeak's comma pause.
+        conversation=ConversationConfig(
+            max_reply_tokens=24, stage_timeout_s=STAGE_TIMEOUT_S, speculate=False
+        ),
     )
     runtime = await Runtime.load(config)
     yield runtime
