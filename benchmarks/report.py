@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,16 +28,23 @@ CLIENT_METRICS = (
     "downlink_ms",
     "event_downlink_ms",
 )
-# (label, how to get it from one turn): increments that add up to mouth-to-ear.
-STAGE_PARTS = (
-    ("uplink", "uplink_ms", None),
-    ("endpoint", "endpoint_ms", None),
-    ("stt", "stt_done_ms", "endpoint_ms"),
-    ("llm first token", "llm_first_token_ms", "stt_done_ms"),
-    ("first chunk", "first_chunk_ms", "llm_first_token_ms"),
-    ("tts", "tts_first_audio_ms", "first_chunk_ms"),
-    ("playout queue", "first_frame_sent_ms", "tts_first_audio_ms"),
-    ("downlink", "downlink_ms", None),
+# (label, how to get it from one turn): the critical path, increments that add up to
+# mouth-to-ear. The reply is prepared in the pause (speculation), so recognition, the LLM
+# and the voice run while the endpoint decides: after the decision only what was not ready
+# yet is waited for.
+STAGE_PARTS: tuple[tuple[str, Callable[[dict[str, Any]], float | None]], ...] = (
+    ("uplink", lambda t: value(t, "uplink_ms")),
+    ("endpoint", lambda t: value(t, "endpoint_ms")),
+    ("reply after the endpoint", lambda t: _after_endpoint(t)),
+    ("playout queue", lambda t: _playout_queue(t)),
+    ("downlink", lambda t: value(t, "downlink_ms")),
+)
+# Each model stage's own time (per call, not on the critical path): where compute goes.
+COMPUTE_PARTS: tuple[tuple[str, Callable[[dict[str, Any]], float | None]], ...] = (
+    ("stt call", lambda t: value(t, "stt_ms")),
+    ("llm first token after stt", lambda t: part(t, "llm_first_token_ms", "stt_done_ms")),
+    ("first chunk after first token", lambda t: part(t, "first_chunk_ms", "llm_first_token_ms")),
+    ("tts first chunk", lambda t: part(t, "tts_first_audio_ms", "first_chunk_ms")),
 )
 FLOOR_METRICS = ("endpoint_ms", "stt_ms", "llm_first_token_ms", "llm_first_chunk_ms", "tts_ms")
 
@@ -82,6 +89,20 @@ def part(turn: dict[str, Any], key: str, minus: str | None) -> float | None:
     return None if start is None else end - start
 
 
+def _after_endpoint(turn: dict[str, Any]) -> float | None:
+    """Time the reply's first audio still needed once the turn was decided (0: ready)."""
+    ready, decided = value(turn, "tts_first_audio_ms"), value(turn, "endpoint_ms")
+    return None if ready is None or decided is None else max(0.0, ready - decided)
+
+
+def _playout_queue(turn: dict[str, Any]) -> float | None:
+    sent, ready = value(turn, "first_frame_sent_ms"), value(turn, "tts_first_audio_ms")
+    decided = value(turn, "endpoint_ms")
+    if sent is None or ready is None or decided is None:
+        return None
+    return sent - max(ready, decided)
+
+
 def add_overhead(turns: list[dict[str, Any]], floor: dict[str, float]) -> None:
     for turn in turns:
         base = floor.get(turn["utterance"])
@@ -93,12 +114,22 @@ def add_overhead(turns: list[dict[str, Any]], floor: dict[str, float]) -> None:
 def stage_means(turns: Sequence[dict[str, Any]]) -> dict[str, float | None]:
     """Mean of each increment over the turns where every one is known: they add up to
     those turns' mean mouth-to-ear."""
-    rows = [[part(t, key, minus) for _, key, minus in STAGE_PARTS] for t in turns]
+    rows = [[get(t) for _, get in STAGE_PARTS] for t in turns]
     complete = np.asarray([r for r in rows if None not in r], dtype=np.float64)
     if complete.size == 0:
-        return {label: None for label, _, _ in STAGE_PARTS}
+        return {label: None for label, _ in STAGE_PARTS}
     means = complete.mean(axis=0)
-    return {label: round(float(m), 1) for (label, _, _), m in zip(STAGE_PARTS, means, strict=True)}
+    return {label: round(float(m), 1) for (label, _), m in zip(STAGE_PARTS, means, strict=True)}
+
+
+def speculation(turns: Sequence[dict[str, Any]]) -> dict[str, int]:
+    """How the reply prepared in the pause fared, per measured turn: used (its audio was
+    ready at the decision), late (still being made), none."""
+    counts: dict[str, int] = {}
+    for turn in turns:
+        outcome = str(turn.get("server", {}).get("speculation"))
+        counts[outcome] = counts.get(outcome, 0) + 1
+    return counts
 
 
 def measured(turns: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -123,6 +154,10 @@ def summarize(runs: list[dict[str, Any]], floor: list[dict[str, Any]] | None) ->
             "server": {k: stats(value(t, k) for t in ok) for k in SERVER_STAGES},
             "llm_queue_wait_ms": stats(value(t, "llm_queue_wait_ms") for t in ok),
             "stages_mean": stage_means(ok),
+            "compute": {label: stats(get(t) for t in ok) for label, get in COMPUTE_PARTS},
+            "speculation": speculation(ok),
+            "underruns": stats(t.get("underruns") for t in ok),
+            "concealed_ms": stats(t.get("concealed_ms") for t in ok),
             "barge_in_stop_ms": stats(t["barge_in_stop_ms"] for t in barge if t["status"] == "ok"),
             "barge_in_detect_ms": stats(
                 t.get("barge_in_detect_ms") for t in barge if t["status"] == "ok"
@@ -167,16 +202,26 @@ EXPLANATION = """\
 - **transport** = mouth-to-ear − server `first_frame_sent_ms`: everything the server's clock
   cannot see, exactly, from relative values only (valid for a remote server too). It splits into
   - **uplink**: client send of the end of speech → the server's end-of-speech estimate, taken
-    as (client receipt of `user_speech_end`) − `endpoint_ms` − (end of speech at the client).
+    as (client receipt of the last `user_speech_end`) − its `silence_ms` − (end of speech at
+    the client).
     It includes the inbound jitter buffer, decoding, the drain queue, the VAD compute and the
     data channel's delivery of the event, so it is an upper bound;
   - **downlink** = transport − uplink: server's first frame → client ear (outbound pacing, Opus,
     network, the client's jitter buffer). It absorbs the same data-channel delay with the
     opposite sign, so it is a lower bound. `event_downlink` (ear onset − client receipt of
     `agent_speech_start`) is a second lower bound by the same reasoning.
-- **stage breakdown** (plot and line under each table): the mean of each increment (uplink,
-  endpoint, stt, llm first token, first chunk, tts, playout queue, downlink) over the turns
-  where all are known; means add up, so the stack's height is those turns' mean mouth-to-ear.
+- **stage breakdown** (plot and line under each table): the mean of each increment on the
+  critical path (uplink; endpoint: the server's end of speech to its decision; reply after the
+  endpoint: what the reply's first audio still needed once the turn was decided, 0 when the
+  reply prepared in the pause was ready; playout queue; downlink) over the turns where all
+  are known; means add up, so the stack's height is those turns' mean mouth-to-ear. The
+  per-call table beside it is each model's own time, which mostly overlaps the endpoint.
+- **speculation**: `used`, the reply prepared in the pause had its audio ready when the turn
+  was decided; `late`, it was still being prepared; `none`, it started at the decision.
+- **underruns**: frames of the reply that reached the client later than a sound card playing
+  20 ms every 20 ms from the reply's first frame would have wanted them; `concealed` is the
+  time such a card would have had nothing to play (a thinner jitter buffer must not buy its
+  milliseconds with these).
 - **compute floor**: the same utterances through VAD endpointing (20 ms blocks, the silence it
   must wait for included), STT, LLM to the first chunk and TTS of that chunk, called directly
   with no transport, one at a time. **overhead** = mouth-to-ear − floor of the same utterance.
@@ -227,8 +272,22 @@ def markdown(result: dict[str, Any], *, plotted: bool = True) -> str:
         parts = s["stages_mean"]
         lines += [
             "",
-            "Mean of each stage (ms; they add up to the mean mouth-to-ear of the same turns): "
-            + ", ".join(f"{label} {_cell(v)}" for label, v in parts.items()),
+            "Mean of each stage on the critical path (ms; they add up to the mean mouth-to-ear "
+            "of the same turns): " + ", ".join(f"{label} {_cell(v)}" for label, v in parts.items()),
+            "",
+            "Each model stage's own time (ms, per call; the reply is prepared in the pause, so "
+            "much of it overlaps the endpoint's wait):",
+            "",
+        ]
+        lines += _table(list(s["compute"].items()), "stage")
+        played = s["underruns"]
+        lines += [
+            "",
+            f"Speculation (the reply prepared in the pause), per measured turn: "
+            f"{json.dumps(s['speculation'])}. Playout at the client: "
+            f"{_cell(played['mean'])} underruns per reply on average (max {_cell(played['max'])}), "
+            f"{_cell(s['concealed_ms']['mean'])} ms concealed on average "
+            f"(max {_cell(s['concealed_ms']['max'])}).",
         ]
     if "floor" in summary:
         lines += ["", "## Compute floor (ms, models called directly)", ""]
@@ -239,106 +298,9 @@ def markdown(result: dict[str, Any], *, plotted: bool = True) -> str:
     return "\n".join(lines)
 
 
-def _cdf(data: np.ndarray[Any, Any]) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
-    """Step coordinates of an empirical CDF that starts from 0 at the smallest value."""
-    xs = np.concatenate([data[:1], data])
-    ys = np.concatenate([[0.0], np.arange(1, data.size + 1) / data.size])
-    return xs, ys
-
-
-def pyplot() -> Any | None:
-    """matplotlib's pyplot on the file-only backend, or None when matplotlib is missing
-    (it comes with the `bench` extra; the JSON and the summary need none of it)."""
-    try:
-        import matplotlib
-    except ImportError:
-        return None
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def plots(result: dict[str, Any], out: Path, plt: Any) -> list[Path]:
-    runs, summary = result["runs"], result["summary"]
-    written = []
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for run in runs:
-        data = np.sort([t["mouth_to_ear_ms"] for t in measured(run["turns"])])
-        if data.size:
-            ax.step(
-                *_cdf(data),
-                where="post",
-                label=f"{run['sessions']} session(s)",
-            )
-    floor = [f["floor_ms"] for f in result.get("floor") or [] if f.get("floor_ms") is not None]
-    if floor:
-        ax.step(
-            *_cdf(np.sort(floor)),
-            where="post",
-            linestyle="--",
-            color="grey",
-            label="compute floor",
-        )
-    ax.set(xlabel="mouth-to-ear (ms)", ylabel="fraction of turns", title="Mouth-to-ear CDF")
-    ax.grid(alpha=0.3)
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend()
-    fig.tight_layout()
-    written.append(out / "cdf.png")
-    fig.savefig(written[-1], dpi=110)
-    plt.close(fig)
-
-    fig, ax = plt.subplots(figsize=(8.5, 4.5))
-    names = list(summary["by_sessions"])
-    bottoms = np.zeros(len(names))
-    for label, _, _ in STAGE_PARTS:
-        heights = np.asarray(
-            [max(0.0, summary["by_sessions"][n]["stages_mean"][label] or 0.0) for n in names]
-        )
-        ax.bar(names, heights, bottom=bottoms, label=label)
-        bottoms += heights
-    m2e = [summary["by_sessions"][n]["metrics"]["mouth_to_ear_ms"]["mean"] or 0 for n in names]
-    ax.scatter(names, m2e, color="black", marker="_", s=600, zorder=3, label="mouth-to-ear mean")
-    ax.set(
-        xlabel="concurrent sessions",
-        ylabel="ms (mean of each stage)",
-        title="Where the time goes, from the end of speech to the ear",
-    )
-    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    fig.tight_layout()
-    written.append(out / "stages.png")
-    fig.savefig(written[-1], dpi=110)
-    plt.close(fig)
-
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    xs = [int(n) for n in names]
-    for key, style in (("p50", "o-"), ("p90", "s--"), ("max", "^:")):
-        ys = [summary["by_sessions"][n]["metrics"]["mouth_to_ear_ms"][key] for n in names]
-        ax.plot(xs, [np.nan if y is None else y for y in ys], style, label=f"mouth-to-ear {key}")
-    if "floor" in summary and summary["floor"]["floor_ms"]["p50"] is not None:
-        ax.axhline(
-            summary["floor"]["floor_ms"]["p50"],
-            color="grey",
-            linestyle="--",
-            label="compute floor p50",
-        )
-    ax.set(
-        xlabel="concurrent sessions",
-        ylabel="ms",
-        title="Latency against concurrent sessions",
-        xticks=xs,
-    )
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    written.append(out / "sessions.png")
-    fig.savefig(written[-1], dpi=110)
-    plt.close(fig)
-    return written
-
-
 def write_all(result: dict[str, Any], out: Path) -> list[Path]:
+    from benchmarks.report_plots import plots, pyplot  # they draw what this module sums up
+
     out.mkdir(parents=True, exist_ok=True)
     floor = result.get("floor")
     if floor:
@@ -358,4 +320,4 @@ def write_all(result: dict[str, Any], out: Path) -> list[Path]:
     return [*written, *plots(result, out, plt)]
 
 
-__all__ = ["markdown", "plots", "pyplot", "stats", "summarize", "write_all", "write_json"]
+__all__ = ["markdown", "stats", "summarize", "write_all", "write_json"]
