@@ -220,6 +220,22 @@ async def test_incomplete_turn_waits_for_the_ceiling(make: Make) -> None:
     assert metrics["speculation"] == "used"
 
 
+async def test_a_turn_that_sounds_unfinished_but_reads_finished_ends_sooner(
+    make: Make,
+) -> None:
+    h = make(
+        ConversationConfig(endpoint_max_ms=2000, endpoint_words_ms=600),
+        turn_model=ScriptedTurnModel([0.3]),
+    )
+    h.transcriber.texts = ["Stop, I have another question."]
+    await h.play(SPEECH, 0.6)
+    await h.play(SILENCE, 1.0)
+    await h.turn_done()
+    (metrics,) = h.log.of("turn_metrics")
+    assert metrics["endpoint"] == "words", metrics
+    assert 600 <= metrics["endpoint_ms"] < 900, metrics
+
+
 async def test_words_that_stop_mid_phrase_hold_a_turn_that_sounded_complete(make: Make) -> None:
     h = make(turn_model=ScriptedTurnModel([0.9]))
     h.transcriber.texts = ["I'd like to book a table for", "I'd like to book a table for four."]
@@ -288,13 +304,15 @@ async def talk_until_the_agent_speaks(h: Harness) -> None:
 
 async def test_talking_over_the_agent_pauses_it_and_an_interruption_clears_it(make: Make) -> None:
     h = make()
-    h.transcriber.texts = ["Tell me about the sea", "Stop", "What about rivers"]
+    h.transcriber.texts = ["Tell me about the sea", "Stop", "What about", "What about rivers"]
     h.chat.reply = "The sea is vast and deep and full of life. It covers most of the earth."
     await talk_until_the_agent_speaks(h)
     await h.play(SPEECH, 0.13)  # onset: start_ms (100 ms) of speech
     assert h.track.paused, "the agent keeps talking over the user"
     sent_when_paused = h.track.sent
-    await h.play(SPEECH, 0.15)
+    await h.play(SPEECH, 0.05)
+    await h.play(SILENCE, 0.18)  # "Stop, ..." a comma inside the overlap: still one
+    await h.play(SPEECH, 0.1)
     await h.play(SILENCE, 0.2)
     await h.until(lambda: bool(h.log.of("interrupted")))
     (interrupted,) = h.log.of("interrupted")
@@ -306,6 +324,7 @@ async def test_talking_over_the_agent_pauses_it_and_an_interruption_clears_it(ma
     assert metrics["turn"] == 1 and metrics["interrupted"] is True
     assistant = [m["content"] for m in h.conversation.history.messages if m["role"] == "assistant"]
     assert assistant == ([heard] if heard else [])
+    assert {e["turn"] for e in h.log.of("user_speech_start")} == {1, 2}
     # The words over the agent are the user's next turn.
     await h.play(SILENCE, 0.5)
     await h.turn_done()

@@ -120,6 +120,9 @@ class ConversationConfig:
     """Silence that ends a turn without an end-of-turn model."""
     endpoint_max_ms: int = 2000
     """With the end-of-turn model: silence after which a turn it called incomplete ends."""
+    endpoint_words_ms: int = 700
+    """With the end-of-turn model: silence after which a turn it called incomplete ends when
+    its transcript reads as a finished sentence (0: never earlier than the ceiling)."""
     turn_threshold: float = 0.5
     """P(complete) from Smart Turn at or above which a pause ends the turn."""
     speculate: bool = True
@@ -258,6 +261,7 @@ def config_from_args(args: argparse.Namespace) -> AppConfig:
         pause_ms=args.pause_ms,
         endpoint_ms=args.endpoint_ms,
         endpoint_max_ms=args.endpoint_max_ms,
+        endpoint_words_ms=args.endpoint_words_ms,
         turn_threshold=args.turn_threshold,
         speculate=not args.no_speculation,
         max_utterance_s=args.max_utterance_s,

@@ -177,6 +177,14 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
         "unfinished ends anyway",
     )
     conv.add_argument(
+        "--endpoint-words-ms",
+        type=int,
+        default=d_conv.endpoint_words_ms,
+        help="with the end-of-turn model: silence after which a turn that sounded "
+        "unfinished ends when its words read as a finished sentence (0: only at "
+        "--endpoint-max-ms)",
+    )
+    conv.add_argument(
         "--turn-threshold",
         type=float,
         default=d_conv.turn_threshold,

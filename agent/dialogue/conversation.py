@@ -42,7 +42,7 @@ from agent.metrics import Metrics
 from agent.stages.deadlines import StageRunner, StageTimeout
 from agent.threads import run_in
 from agent.turntaking import barge_in
-from agent.turntaking.endpoint import EndpointPolicy, Kind, words_continue
+from agent.turntaking.endpoint import EndpointPolicy, Kind, words_continue, words_finished
 from agent.turntaking.segmenter import (
     SpeechEnded,
     SpeechPaused,
@@ -195,6 +195,10 @@ class Conversation:
             await self._on_end(event)
 
     async def _on_speech(self, *, resumed: bool) -> None:
+        if self._overlap is not None:
+            # Still the same sound over the agent (after a pause in it): one overlap.
+            self._user_speech_started()
+            return
         await self._cancel_verdict()
         reply = self._reply
         if reply is not None and self.busy and self._heard(reply):
@@ -268,10 +272,21 @@ class Conversation:
             self._metrics.turn_model_seconds.observe(time.perf_counter() - started)
         self._probability = probability
         verdict = self._policy.judge(probability)
-        if not verdict.complete:
-            self._deps.emit(events.turn_pending(self._current_turn_id(), probability, "prosody"))
+        if verdict.complete:
+            self._decide(_Decision(Kind.SEMANTIC, time.time(), probability), audio, speech_end_wall)
             return
-        self._decide(_Decision(Kind.SEMANTIC, time.time(), probability), audio, speech_end_wall)
+        self._deps.emit(events.turn_pending(self._current_turn_id(), probability, "prosody"))
+        # It does not sound finished; if it reads finished, wait less than the ceiling.
+        # (This task is cancelled when the user speaks again.)
+        reply, wait_ms = self._reply, self._config.endpoint_words_ms
+        if reply is None or reply.released or not wait_ms:
+            return
+        await reply.transcribed.wait()
+        if not words_finished(reply.transcript or ""):
+            return
+        await asyncio.sleep(max(0.0, speech_end_wall + wait_ms / 1000 - time.time()))
+        if not self._answered and self._reply is reply:
+            self._decide(_Decision(Kind.WORDS, time.time(), probability), audio, speech_end_wall)
 
     async def _on_end(self, ended: SpeechEnded) -> None:
         if self._overlap is not None:

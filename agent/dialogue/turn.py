@@ -319,7 +319,8 @@ class ReplyTurn:
 
     def heard_text(self, samples_heard: int) -> str:
         """The text the user actually heard, from the samples the track reports as sent:
-        whole chunks, then the share of the interrupted chunk's words."""
+        whole chunks, then the words of the interrupted chunk that fit in the share of it
+        that was sent (a word takes time in proportion to its letters, roughly)."""
         words: list[str] = []
         remaining = samples_heard
         for chunk in self.spoken:
@@ -331,10 +332,23 @@ class ReplyTurn:
                 remaining -= chunk.samples
                 continue
             if remaining > 0:
-                share = int(len(chunk_words) * remaining / chunk.samples)
-                words.extend(chunk_words[:share])
+                words.extend(_words_within(chunk_words, remaining / chunk.samples))
             break
         return " ".join(words)
+
+
+def _words_within(words: list[str], share: float) -> list[str]:
+    """The leading words whose letters (and the space after each) end within `share` of
+    the whole."""
+    total = sum(len(w) + 1 for w in words)
+    kept: list[str] = []
+    spoken = 0
+    for word in words:
+        spoken += len(word) + 1
+        if spoken > share * total:
+            break
+        kept.append(word)
+    return kept
 
 
 def trim_leading_silence(pcm: Int16Array, sample_rate: int) -> Int16Array:

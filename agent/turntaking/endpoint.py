@@ -3,7 +3,8 @@
 Without a semantic model the turn ends after `endpoint_ms` of silence (the segmenter's
 utterance end). With Smart Turn (agent/turntaking/smart_turn.py), a pause of `pause_ms` asks
 the model: complete ends the turn now; incomplete keeps waiting, up to `endpoint_max_ms` of
-silence (the utterance end), after which the turn ends anyway.
+silence (the utterance end), after which the turn ends anyway; or, when the transcript reads
+as a finished sentence, only up to `endpoint_words_ms`.
 
 The model hears prosody, not words: "I'd like to book a table for" followed by a pause can
 sound complete. So the transcript, once it is ready (the speculative reply computes it in the
@@ -89,6 +90,27 @@ DANGLING_WORDS = frozenset(
 )
 """Words that do not end an utterance when they are its last (in English)."""
 
+NEVER_LAST_WORDS = frozenset(
+    [
+        "and",
+        "or",
+        "but",
+        "because",
+        "the",
+        "a",
+        "an",
+        "my",
+        "your",
+        "their",
+        "our",
+        "um",
+        "uh",
+        "er",
+        "erm",
+    ]
+)
+"""Of those, the ones that end no sentence at all, not even a question."""
+
 _WORD = re.compile(r"[a-z']+")
 
 
@@ -97,6 +119,9 @@ class Kind(Enum):
     """Smart Turn called the turn complete at a pause."""
     SILENCE = "silence"
     """No semantic model: `endpoint_ms` of silence."""
+    WORDS = "words"
+    """The model called it incomplete, but the transcript reads as a finished sentence, and
+    the user stayed silent for `endpoint_words_ms`."""
     CEILING = "ceiling"
     """The model called it incomplete (or the words did), and the user stayed silent for
     `endpoint_max_ms`."""
@@ -120,15 +145,26 @@ class EndpointPolicy:
         return Verdict(probability >= self.threshold, probability)
 
 
+def words_finished(transcript: str) -> bool:
+    """Does the transcript read as a finished sentence ("Stop, I have another question.",
+    "Paris.")? Whisper ends what it hears as a sentence with its mark; "..." and words that
+    stop mid-phrase are not finished."""
+    text = transcript.strip()
+    return bool(text) and text[-1] in ".?!" and not words_continue(text)
+
+
 def words_continue(transcript: str) -> bool:
     """Do these words stop mid-phrase? True for "I'd like a table for", "The thing is, um,",
-    "So I was thinking...", False for "What are you waiting for?" and "Paris."."""
+    "So I was thinking...", "and the?", False for "What are you waiting for?" and "Paris."
+    (a question may end with a preposition, never with a conjunction, article or filler)."""
     text = transcript.strip()
     if not text:
         return False
-    if text[-1] in "?!":
+    words = _WORD.findall(text.lower())
+    if not words:
         return False
+    if text[-1] in "?!":
+        return words[-1] in NEVER_LAST_WORDS
     if text.endswith((",", "...", "…", "-", "—", ";", ":")):
         return True
-    words = _WORD.findall(text.lower())
-    return bool(words) and words[-1] in DANGLING_WORDS
+    return words[-1] in DANGLING_WORDS
