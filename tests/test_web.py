@@ -58,6 +58,7 @@ PROBE = """
   window.__clickAt = null;
   window.__energy = 0;
   window.__firstEnergyAt = null;
+  window.__audio = null;
   const record = () => {
     const state = document.body && document.body.dataset.state;
     const last = window.__states[window.__states.length - 1];
@@ -80,6 +81,12 @@ PROBE = """
     stats.forEach((r) => {
       if (r.type === "inbound-rtp" && r.kind === "audio") {
         window.__energy = r.totalAudioEnergy || 0;
+        window.__audio = {
+          received: r.totalSamplesReceived || 0,
+          concealed: r.concealedSamples || 0,
+          jitterMs: r.jitterBufferEmittedCount
+            ? (1000 * r.jitterBufferDelay) / r.jitterBufferEmittedCount : null,
+        };
         if (window.__energy > 0 && window.__firstEnergyAt === null) {
           window.__firstEnergyAt = performance.now();
         }
