@@ -36,6 +36,13 @@ echo "== installing Python packages (llama-cpp-python compiles on first install:
 # torch first, pinned: this version resolves to the CPU build here, where an unpinned torch
 # (pulled in by the mms extra) would fetch several GB of CUDA packages.
 .venv/bin/python -m pip install -q "torch==2.13.0"
+# llama.cpp for a portable x86-64 instruction set (AVX2, FMA, F16C) rather than this CPU's
+# own: some virtual machines advertise Intel AMX without allowing it, and llama.cpp's AMX
+# kernels then die with SIGILL (the agent survives that by loading without repacking, see
+# agent/stages/llm/build_check.py; the tests should not depend on which machine CI gets).
+if [ "$(uname -m)" = x86_64 ] && [ -z "${CMAKE_ARGS:-}" ]; then
+  export CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON"
+fi
 .venv/bin/python -m pip install -q -e ".[dev]"
 
 echo "== ruff"
