@@ -3,14 +3,19 @@ no transport, no session and no event loop traffic. It is what the pipeline's co
 costs; mouth-to-ear minus the floor is the overhead (transport, queueing, pacing).
 
 Per utterance, from the end of its speech (as the bench measures it):
-  endpoint     the VAD, fed 20 ms blocks as the server is, decides that the turn ended: the
-               silence it must wait for (audio time) plus the compute of the deciding block;
-  stt          faster-whisper on the utterance the VAD cut;
-  llm          llama.cpp streaming, through the chunker, to the first speakable chunk, in
+  pause        the VAD, fed 20 ms blocks as the server is, finds the pause that ends the
+               utterance (`--pause-ms` of silence, audio time, plus the deciding block's
+               compute): where the server asks the end-of-turn model and starts the reply;
+  turn         the end-of-turn model (Smart Turn) on the utterance, when there is one;
+  endpoint     the decision: pause + turn when the model calls the turn complete (else its
+               ceiling); without a model, the VAD's silence endpoint (`--endpoint-ms`);
+  stt          faster-whisper on the utterance;
+  llm          the LLM streaming, through the chunker, to the first speakable chunk, in
                one conversation across the corpus (the history grows as in a session, and
                each reply is generated in full and kept);
   tts          the voice (Piper or MMS-TTS) on that first chunk.
-The floor is their sum.
+The reply is prepared from the pause on while the endpoint decides (speculation), so the
+floor is max(endpoint, pause + stt + llm + tts), every model called alone, one at a time.
 """
 
 from __future__ import annotations
@@ -20,20 +25,23 @@ import logging
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
 from agent.app.runtime import Runtime, session_vad
-from agent.audio import STT_RATE, resample_pcm
+from agent.audio import STT_RATE, Int16Array, resample_pcm
 from agent.config import AppConfig, ConversationConfig, ModelConfig
+from agent.dialogue.conversation import TurnModel
 from agent.dialogue.history import ChatHistory
 from agent.stages.chunker import SpeechChunker
 from agent.stages.llm import ChatBackend
 from agent.stages.stt import Transcriber
 from agent.stages.tts import Synthesizer
-from agent.turntaking.vad import SpeechEnded, StreamingVad
+from agent.turntaking.vad import SpeechEnded, SpeechPaused, StreamingVad
 from benchmarks.corpus import Utterance
+
+Found = TypeVar("Found", SpeechEnded, SpeechPaused)
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +53,9 @@ BLOCK = STT_RATE // 50
 class FloorResult:
     utterance: str
     endpoint_ms: float | None = None
+    pause_ms: float | None = None
+    turn_ms: float | None = None
+    turn_probability: float | None = None
     stt_ms: float | None = None
     llm_first_token_ms: float | None = None
     llm_first_chunk_ms: float | None = None
@@ -58,18 +69,21 @@ class FloorResult:
         return asdict(self)
 
 
-def endpoint(vad: StreamingVad, utterance: Utterance) -> tuple[SpeechEnded | None, float]:
-    """Feed the utterance then silence in 20 ms blocks; (the turn's end, ms from the end of
-    speech until the VAD decided it: audio waited for plus the deciding block's compute)."""
+def endpoint(
+    vad: StreamingVad, utterance: Utterance, kind: type[Found]
+) -> tuple[Found | None, float]:
+    """Feed the utterance then silence in 20 ms blocks; (the first event of `kind` after the
+    end of speech: the utterance's end, or its final pause; ms from the end of speech until
+    the VAD decided it: audio waited for plus the deciding block's compute)."""
     pcm = resample_pcm(utterance.pcm, utterance.rate, STT_RATE)
-    pcm = np.concatenate([pcm, np.zeros(2 * STT_RATE, dtype=np.int16)])
+    pcm = np.concatenate([pcm, np.zeros(3 * STT_RATE, dtype=np.int16)])
     end_of_speech = utterance.speech_end_s
     for start in range(0, pcm.size - BLOCK + 1, BLOCK):
         started = time.perf_counter()
         events = vad.feed(pcm[start : start + BLOCK], 0.0)
         compute = time.perf_counter() - started
         for event in events:
-            if isinstance(event, SpeechEnded) and event.decided_sample / STT_RATE > end_of_speech:
+            if isinstance(event, kind) and event.decided_sample / STT_RATE > end_of_speech:
                 waited = (start + BLOCK) / STT_RATE - end_of_speech
                 return event, (waited + compute) * 1000
     return None, 0.0
@@ -110,18 +124,35 @@ async def measure_one(
     tts: Synthesizer,
     conversation: ConversationConfig,
     history: ChatHistory | None = None,
+    turn_model: TurnModel | None = None,
 ) -> FloorResult:
     """One utterance; `history` (one conversation across utterances, as in a session)
     gets the transcript and the reply."""
     result = FloorResult(utterance.name)
-    vad = session_vad(conversation, semantic=False)
-    ended, endpoint_ms = await asyncio.to_thread(endpoint, vad, utterance)
-    result.endpoint_ms = endpoint_ms
-    if ended is None:
-        result.status = "no_endpoint"
-        return result
+    vad = session_vad(conversation, semantic=turn_model is not None)
+    audio: Int16Array
+    if turn_model is not None:
+        paused, pause_ms = await asyncio.to_thread(endpoint, vad, utterance, SpeechPaused)
+        if paused is None:
+            result.status = "no_endpoint"
+            return result
+        audio = paused.audio
+        started = time.perf_counter()
+        probability = await asyncio.to_thread(turn_model.probability, audio)
+        result.turn_ms = (time.perf_counter() - started) * 1000
+        result.turn_probability = round(probability, 3)
+        complete = probability >= conversation.turn_threshold
+        result.endpoint_ms = pause_ms + result.turn_ms if complete else conversation.endpoint_max_ms
+    else:
+        ended, pause_ms = await asyncio.to_thread(endpoint, vad, utterance, SpeechEnded)
+        if ended is None:
+            result.status = "no_endpoint"
+            return result
+        audio = ended.audio
+        result.endpoint_ms = pause_ms
+    result.pause_ms = pause_ms
     started = time.perf_counter()
-    transcript = await asyncio.to_thread(transcriber.transcribe_blocking, ended.audio)
+    transcript = await asyncio.to_thread(transcriber.transcribe_blocking, audio)
     result.stt_ms = (time.perf_counter() - started) * 1000
     result.transcript = transcript.text
     if not transcript.text.strip():
@@ -138,7 +169,8 @@ async def measure_one(
     started = time.perf_counter()
     await asyncio.to_thread(tts.synthesize, chunk)
     result.tts_ms = tts_ms = (time.perf_counter() - started) * 1000
-    result.floor_ms = endpoint_ms + result.stt_ms + chunk_ms + tts_ms
+    start_of_reply = pause_ms if conversation.speculate else result.endpoint_ms
+    result.floor_ms = max(result.endpoint_ms, start_of_reply + result.stt_ms + chunk_ms + tts_ms)
     return result
 
 
@@ -170,10 +202,11 @@ async def measure(
                         tts=runtime.tts,
                         conversation=conversation,
                         history=history,
+                        turn_model=runtime.turn_model,
                     )
                 )
     finally:
-        runtime.close()
+        await runtime.aclose()
     return results
 
 

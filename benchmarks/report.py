@@ -46,7 +46,15 @@ COMPUTE_PARTS: tuple[tuple[str, Callable[[dict[str, Any]], float | None]], ...] 
     ("first chunk after first token", lambda t: part(t, "first_chunk_ms", "llm_first_token_ms")),
     ("tts first chunk", lambda t: part(t, "tts_first_audio_ms", "first_chunk_ms")),
 )
-FLOOR_METRICS = ("endpoint_ms", "stt_ms", "llm_first_token_ms", "llm_first_chunk_ms", "tts_ms")
+FLOOR_METRICS = (
+    "pause_ms",
+    "turn_ms",
+    "endpoint_ms",
+    "stt_ms",
+    "llm_first_token_ms",
+    "llm_first_chunk_ms",
+    "tts_ms",
+)
 
 
 MATPLOTLIB_MISSING = (
@@ -222,9 +230,12 @@ EXPLANATION = """\
   20 ms every 20 ms from the reply's first frame would have wanted them; `concealed` is the
   time such a card would have had nothing to play (a thinner jitter buffer must not buy its
   milliseconds with these).
-- **compute floor**: the same utterances through VAD endpointing (20 ms blocks, the silence it
-  must wait for included), STT, LLM to the first chunk and TTS of that chunk, called directly
-  with no transport, one at a time. **overhead** = mouth-to-ear − floor of the same utterance.
+- **compute floor**: the same utterances through the VAD (20 ms blocks, the silence it must
+  wait for included) to the pause that ends them, the end-of-turn model, and STT, the LLM to
+  the first chunk and TTS of that chunk, each model called directly with no transport, one
+  at a time. The reply is prepared from the pause on, so the floor is max(the endpoint's
+  decision, the pause + STT + LLM + TTS). **overhead** = mouth-to-ear − floor of the same
+  utterance.
 - **barge-in stop**: the user starts talking over the agent; from the onset of the user's
   speech at the mouth to the agent's audio falling silent (400 ms of silence) at the ear.
   It includes the server's barge-in threshold (`--barge-in-ms` of voiced speech).
