@@ -25,6 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from agent.config import ConversationConfig
+from agent.config.env import apply_environment
+from agent.models.registry import PROFILE_NAMES
 from benchmarks import machine
 from benchmarks.harness import free_port
 from signaling.cluster import ClusterError, ClusterSettings, cluster
@@ -157,7 +159,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--models", type=Path, required=True, help="models directory")
-    parser.add_argument("--profile", choices=("tiny", "cpu", "gpu"), required=True)
+    parser.add_argument("--profile", choices=PROFILE_NAMES, required=True)
     parser.add_argument("--replicas", type=int, default=2)
     parser.add_argument(
         "--sessions",
@@ -174,6 +176,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="the replicas' reply cap (a short one makes a quick trial run)",
     )
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    apply_environment(parser)
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     return asyncio.run(run(args, bench_args))

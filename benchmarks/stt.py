@@ -20,6 +20,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from agent.config.env import apply_environment
 from agent.languages import ENGLISH
 from agent.models.device import detect_device
 from agent.models.loaders import load_piper, load_whisper
@@ -233,6 +234,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/stt"))
+    apply_environment(parser)
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     machine = describe()

@@ -32,6 +32,7 @@ from pathlib import Path
 
 import aiohttp
 
+from agent.config.env import apply_environment
 from signaling.haproxy import Replica, render
 
 log = logging.getLogger(__name__)
@@ -298,11 +299,18 @@ def parse_args(argv: Sequence[str] | None = None) -> ClusterSettings:
     parser.add_argument("--llm-context", type=int, default=d.llm_context)
     parser.add_argument("--llm-server-command", default=d.llm_server_command)
     parser.add_argument("--log-dir", type=Path, default=None)
+    parser.add_argument(
+        "--token",
+        default=None,
+        help="the entry's and every replica's access token (default: a new random one); "
+        "prefer VOICE_AGENT_TOKEN",
+    )
     parser.add_argument("serve_args", nargs="*", help="after --: voice-agent serve flags")
+    apply_environment(parser)
     args = parser.parse_args(argv)
     if args.replicas < 1:
         parser.error("--replicas must be at least 1")
-    token = os.environ.get("VOICE_AGENT_TOKEN") or d.token
+    token = args.token or d.token
     return ClusterSettings(
         replicas=args.replicas,
         host=args.host,

@@ -1,0 +1,87 @@
+"""The echo mask: the agent's own voice coming back, quiet and late, is echo; the user's own
+voice over it is not. Real speech (espeak-ng) and the real resampler, no model."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from agent.audio import OUTPUT_FRAME_SAMPLES, OUTPUT_RATE, STT_RATE, Int16Array, resample_pcm
+from agent.turntaking.echo import EchoMask, echoes_agent
+from benchmarks.corpus import espeak
+
+WINDOW = 512
+
+
+def speech(text: str, rate: int) -> Int16Array:
+    pcm, source_rate = espeak(text, speed=170)
+    return resample_pcm(pcm, source_rate, rate)
+
+
+def play_and_hear(
+    agent: Int16Array, heard: Int16Array, delay_s: float, start: float = 1000.0
+) -> list[bool]:
+    """Send `agent` (48 kHz) frame by frame from `start` while `heard` (16 kHz, which began
+    `delay_s` after the agent's first frame) comes back window by window, as they would
+    interleave in a session; the mask's verdict on each window."""
+    mask = EchoMask()
+    frames = agent.size // OUTPUT_FRAME_SAMPLES
+    sent = 0
+    verdicts = []
+    for index in range(heard.size // WINDOW):
+        arrived = start + delay_s + (index + 1) * WINDOW / STT_RATE
+        while sent < frames and start + sent * OUTPUT_FRAME_SAMPLES / OUTPUT_RATE <= arrived:
+            frame = agent[sent * OUTPUT_FRAME_SAMPLES : (sent + 1) * OUTPUT_FRAME_SAMPLES]
+            mask.played(frame, start + sent * OUTPUT_FRAME_SAMPLES / OUTPUT_RATE)
+            sent += 1
+        window = heard[index * WINDOW : (index + 1) * WINDOW]
+        verdicts.append(mask.is_echo(window, arrived))
+    return verdicts
+
+
+def loud(audio: Int16Array, count: int) -> list[bool]:
+    """Windows where the sound is loud enough for the VAD to call it speech."""
+    levels = [
+        float(np.sqrt(np.mean(audio[i * WINDOW : (i + 1) * WINDOW].astype(np.float64) ** 2)))
+        for i in range(count)
+    ]
+    return [level > 0.15 * max(levels) for level in levels]
+
+
+@pytest.mark.parametrize("attenuation_db", [20, 35])
+def test_the_agents_own_voice_coming_back_is_echo(attenuation_db: int) -> None:
+    agent = speech("The sea is vast and deep, and it covers most of the earth.", OUTPUT_RATE)
+    gain = 10 ** (-attenuation_db / 20)
+    back = (resample_pcm(agent, OUTPUT_RATE, STT_RATE) * gain).astype(np.int16)
+    verdicts = play_and_hear(agent, back, delay_s=0.18)
+    # The first 300 ms fill the comparison; after that the loud windows (the ones the VAD
+    # would take for speech) are echo.
+    voiced = [v for v, is_loud in zip(verdicts, loud(back, len(verdicts)), strict=True) if is_loud]
+    settled = voiced[5:]
+    assert sum(settled) >= 0.8 * len(settled), verdicts
+
+
+def test_the_user_talking_over_the_agent_is_not_echo() -> None:
+    agent = speech("The sea is vast and deep, and it covers most of the earth.", OUTPUT_RATE)
+    user = speech("Wait, I have another question about rivers.", STT_RATE)
+    echo = (resample_pcm(agent, OUTPUT_RATE, STT_RATE) * 0.05).astype(np.int16)
+    length = min(user.size, echo.size)
+    both = (user[:length].astype(np.int32) + echo[:length]).clip(-32768, 32767).astype(np.int16)
+    verdicts = play_and_hear(agent, both, delay_s=0.18)
+    voiced = [v for v, is_loud in zip(verdicts, loud(both, len(verdicts)), strict=True) if is_loud]
+    # A few windows where the user's envelope happens to follow the agent's may be masked;
+    # the user's voice as a whole is heard (barge-in needs only a few hundred ms of it).
+    assert sum(voiced) <= 0.2 * len(voiced), verdicts
+
+
+def test_speech_when_the_agent_said_nothing_is_not_echo() -> None:
+    silent = np.zeros(OUTPUT_RATE * 2, dtype=np.int16)
+    user = speech("Hello, can you hear me?", STT_RATE)
+    assert not any(play_and_hear(silent, user, delay_s=0.1))
+
+
+def test_words_that_repeat_the_agent_are_its_echo() -> None:
+    said = "The sea is vast and deep, and it covers most of the earth."
+    assert echoes_agent("the sea is vast", said)
+    assert not echoes_agent("stop, what about rivers", said)
+    assert not echoes_agent("", said)
