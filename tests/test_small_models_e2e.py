@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import jiwer
 import numpy as np
 import pytest
 import pytest_asyncio
@@ -226,8 +227,10 @@ async def test_small_models_talking_over_the_agent_keeps_what_was_heard(
         # in flight when the agent paused.
         said_words, ear_words = NORMALISE(heard)[0], NORMALISE(at_the_ear)[0]
         assert abs(len(said_words) - len(ear_words)) <= 2, (heard, at_the_ear)
+        # Letters, not words: Whisper on a fragment cut mid-word hears "distant" as
+        # "distance" and "In" as "and".
         ear_prefix = " ".join(ear_words[: len(said_words)])
-        assert word_error_rate([heard], [ear_prefix]) <= 0.34, (heard, at_the_ear)
+        assert jiwer.cer(" ".join(said_words), ear_prefix) <= 0.35, (heard, at_the_ear)
         user = [m["content"] for m in history if m["role"] == "user"]
         assert len(user) == 2
         assert word_error_rate(["Stop, I have another question."], [user[1]]) <= 0.3, user

@@ -71,19 +71,26 @@ async def test_small_models_the_page_shows_spoken_words_and_plays_the_reply(
                 )
                 assert word_error_rate([QUESTION], [said]) <= 0.2, said
                 await probe.wait_for(
+                    "window.__states.some(s => s.state === 'speaking')", 60, "the agent's voice"
+                )
+                before = await probe.value("window.__audio")
+                await probe.wait_for(
                     "(() => { const s = window.__states.map(x => x.state);"
                     " const i = s.indexOf('speaking');"
                     " return i >= 0 && s.indexOf('listening', i) > i; })()",
                     60,
-                    "the agent to speak its reply and finish",
+                    "the agent to finish its reply",
                 )
                 reply = await probe.value(
                     "document.querySelector('.bubble.agent .text').textContent"
                 )
                 assert reply.strip(), "no reply text on the page"
                 audio = await probe.value("window.__audio")
-                assert audio and audio["received"] > 0, audio
-                concealed = audio["concealed"] / audio["received"]
+                assert before and audio and audio["received"] > before["received"], audio
+                # Concealment while the reply played (not while the call was set up).
+                concealed = (audio["concealed"] - before["concealed"]) / (
+                    audio["received"] - before["received"]
+                )
                 report = (
                     f"you said: {said!r}; the agent: {reply!r}; browser jitter buffer "
                     f"{audio['jitterMs']} ms on average, {concealed:.2%} of samples concealed"
