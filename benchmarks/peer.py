@@ -136,13 +136,19 @@ class AgentClient:
     """One connection to a voice-agent server, driven like the web page drives it."""
 
     def __init__(
-        self, base_url: str, *, ping_interval_s: float = 1.0, token: str | None = None
+        self,
+        base_url: str,
+        *,
+        ping_interval_s: float = 1.0,
+        token: str | None = None,
+        mic: MicrophoneTrack | None = None,
     ) -> None:
+        """`mic`: the track to send (a plain `MicrophoneTrack` unless given)."""
         self.base_url = base_url.rstrip("/")
         self._auth = {"Authorization": f"Bearer {token}"} if token is not None else {}
         """Sent with the offer and the DELETE, as the page sends its `?token=`."""
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-        self.mic = MicrophoneTrack()
+        self.mic = mic if mic is not None else MicrophoneTrack()
         self.received = ReceivedAudio()
         self.events: list[ClientEvent] = []
         self.session_id: str | None = None
