@@ -240,7 +240,9 @@ async def test_a_few_cases_of_each_category_through_the_small_models(
     cough = by_name["noise-000-cough"]["score"]
     assert cough["valid"] and cough["outcome"] not in ("stopped", "stalled"), cough
     echo = by_name["echo-000-20dB-50ms"]
-    assert echo["fed_back_ms"] > 1_000, "the agent's voice went back into the microphone"
+    # At least the agent's first syllables went back into the microphone (it may have been
+    # stopped by them: that is a figure of the benchmark, not a failure of the test).
+    assert echo["fed_back_ms"] > 200, echo["fed_back_ms"]
     for case in saved["cases"]:
         assert case["status"] == "ok" or case["status"] in ("no_reply", "reply_too_short")
         if case["case"]["category"] in ("incomplete", "interruption") and case["score"]["valid"]:

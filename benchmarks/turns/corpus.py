@@ -63,7 +63,8 @@ COMPLETE: dict[str, tuple[str, ...]] = {
 
 INCOMPLETE: dict[str, tuple[tuple[str, str], ...]] = {
     "midphrase": (
-        ("I'd like to book a table for", "four people at eight."),
+        # Not "four people at eight": Whisper writes numbers as digits.
+        ("I'd like to book a table for", "my parents and me tonight."),
         ("Can you tell me the way to", "the nearest train station?"),
         ("I was wondering if you could", "help me plan a trip."),
         ("My brother wants to", "buy a new car this year."),
