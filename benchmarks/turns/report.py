@@ -86,8 +86,9 @@ def _pp(s: dict[str, Any]) -> str:
 
 def _words(w: dict[str, Any]) -> str:
     return (
-        f"{w['lost']} lost ({w['missing']} missing, {w['missing_direct']} by Whisper alone, "
-        f"of {w['script_words']})"
+        f"{w['lost']} lost of {w['script_words']} ({w['deleted']} deleted, "
+        f"{w['deleted_direct']} by Whisper alone; {w['missing']} missing or wrong, "
+        f"{w['missing_direct']} by Whisper alone)"
     )
 
 
@@ -250,9 +251,11 @@ the audio pulled from the client's receive path).
   user's voice at the mouth to the agent's voice falling silent at the ear (400 ms of
   silence); **detected**: to the `interrupted` event at the client.
 - **words**: the user's final transcripts (the last one of each turn) against the script,
-  fillers aside: *missing* script words (deleted or replaced), the same for Whisper on the
-  same audio directly (*by Whisper alone*), and *lost*: how many more went missing through
-  the pipeline than directly (the turn-taking's share; the target is 0).
+  fillers aside: script words *deleted* (absent from the transcripts), the same for Whisper
+  on the same audio directly (*by Whisper alone*), and *lost*: how many more were deleted
+  through the pipeline than directly, case by case (the turn-taking's share: a cut, a
+  dropped stretch of audio; the target is 0). *Missing or wrong* adds the words heard as
+  other words (recognition errors, which the codec path changes from run to run).
 """
 
 

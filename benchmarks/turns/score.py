@@ -20,8 +20,9 @@ Per case:
   (`STOP_GAP_MS` of silence).
 - words: the user's final transcripts (the last one of each turn: a reply cancelled because
   the user went on is transcribed again with the same turn) against the script, fillers
-  ("um", "uh") aside; **words lost** are the script's words missing from them beyond those
-  missing when Whisper transcribes the same audio directly (its own errors).
+  ("um", "uh") aside; **words lost** are the script's words deleted from them beyond those
+  Whisper deletes when it transcribes the same audio directly (its own errors); words heard
+  as other words are counted apart (`missing`), with Whisper's own count beside them.
 """
 
 from __future__ import annotations
@@ -69,19 +70,24 @@ def final_transcripts(events: Sequence[Event], after_turn: int = 0) -> list[str]
 
 
 def word_score(script: str, transcripts: Sequence[str], direct: str | None) -> dict[str, Any]:
+    """The script's words against the transcripts: `deleted` (absent), `missing` (absent or
+    heard as another word), and, against Whisper on the same audio directly, `lost`: the
+    words deleted beyond those it deletes by itself. A word heard wrong is recognition's
+    error; a word deleted is where a cut or a dropped stretch of audio shows."""
     reference = strip_fillers(script)
     heard = word_errors([reference], [strip_fillers(" ".join(transcripts))])
     out: dict[str, Any] = {
         "script_words": heard.reference_words,
-        "missing": heard.deletions + heard.substitutions,
         "deleted": heard.deletions,
+        "missing": heard.deletions + heard.substitutions,
         "wer": round(heard.wer, 4),
     }
     if direct is not None:
         alone = word_errors([reference], [strip_fillers(direct)])
+        out["deleted_direct"] = alone.deletions
         out["missing_direct"] = alone.deletions + alone.substitutions
         out["wer_direct"] = round(alone.wer, 4)
-        out["lost"] = max(0, out["missing"] - out["missing_direct"])
+        out["lost"] = max(0, heard.deletions - alone.deletions)
     return out
 
 
@@ -232,6 +238,8 @@ def _words(scored: Sequence[dict[str, Any]]) -> dict[str, Any]:
     return {
         "cases": len(words),
         "script_words": total,
+        "deleted": sum(w["deleted"] for w in words),
+        "deleted_direct": sum(w.get("deleted_direct", 0) for w in words),
         "missing": sum(w["missing"] for w in words),
         "missing_direct": sum(w.get("missing_direct", 0) for w in words),
         "lost": sum(w.get("lost", 0) for w in words),
@@ -261,7 +269,7 @@ def summarize(cases: Sequence[dict[str, Any]]) -> dict[str, Any]:
                 "endpoint_ms": stats(s["endpoint_ms"] for s in valid),
                 "mouth_to_ear_ms": stats(s["mouth_to_ear_ms"] for s in valid),
                 "mouth_to_transcript_ms": stats(s["mouth_to_transcript_ms"] for s in valid),
-                "endpoints": _count(str(s["endpoint"]) for s in valid),
+                "endpoints": _count(s["endpoint"] or "no decision" for s in valid),
                 "words": _words(valid),
             }
         else:
