@@ -15,7 +15,7 @@ from agent.audio import OUTPUT_RATE
 from benchmarks.onset import speech_bounds
 from benchmarks.peer import MIC_FRAME, ReceivedAudio
 from benchmarks.turns import noises
-from benchmarks.turns.__main__ import bench, parse_args
+from benchmarks.turns.__main__ import bench, main, parse_args
 from benchmarks.turns.corpus import CATEGORIES, Voices, sound
 from benchmarks.turns.echo import EchoMicrophone
 from benchmarks.turns.report import failed, write_all
@@ -188,6 +188,17 @@ def test_sounds_over_the_agent() -> None:
     assert s["words"]["lost"] == 0 and not s["answered_sound"]
     assert score(over("noise", [], status="no_reply")) == {"valid": False}
 
+    paused_first = over(
+        "interruption",
+        [
+            event(4_500, "interrupted", 1, false_interruption=True, resumed=True),
+            event(6_000, "interrupted", 1, false_interruption=False, heard="Once upon a"),
+        ],
+        ear_ms=[(2_600.0, 4_200.0), (4_700.0, 5_300.0), (7_000.0, 7_500.0)],
+    )
+    s = score(paused_first)  # paused at the onset, resumed, then stopped for good
+    assert (s["outcome"], s["paused"], s["stop_ms"]) == ("stopped", True, 1_300.0)
+
 
 def test_the_summary_judges_each_target() -> None:
     cases = []
@@ -206,6 +217,26 @@ def test_the_summary_judges_each_target() -> None:
     assert targets["false_end_of_turn"]["met"] and targets["false_barge_in"]["figure"] == 0.0
     assert targets["missed_barge_in"]["figure"] == 1.0  # the interruption was ignored
     assert targets["words_lost"]["met"] is False  # no transcript: the word is lost
+
+
+def test_rescore_rewrites_the_outputs_from_the_saved_observations(tmp_path: Path) -> None:
+    obs = observation("complete", "Yes.", ear_ms=[(2_600.0, 3_000.0)], direct_transcript="Yes.")
+    obs["events"] = [
+        event(2_000, "transcript", 1, text="Yes."),
+        event(3_100, "turn_metrics", 1, endpoint_ms=200.0, endpoint="semantic"),
+    ]
+    meta = {
+        "started": "then", "seconds": 1.0, "command": "c", "server_args": None, "server": {},
+        "machine": {}, "cases_per_category": 1, "seed": 0, "note": "",
+    }  # fmt: skip
+    stale = {**obs, "score": {"valid": False}}
+    (tmp_path / "results.json").write_text(json.dumps({"meta": meta, "cases": [stale]}))
+    assert main(["--rescore", "--out", str(tmp_path)]) == 0
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved["cases"][0]["score"]["endpoint_ms"] == 200.0
+    assert saved["cases"][0]["events"] == obs["events"]  # the observation is kept as it was
+    assert saved["targets"]["end_of_turn_delay_p50_ms"]["met"]
+    assert "scored again" in (tmp_path / "summary.md").read_text()
 
 
 def test_merge_joins_segments_closer_than_the_gap() -> None:

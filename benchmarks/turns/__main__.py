@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime
+import json
 import logging
 import random
 import shlex
@@ -72,9 +73,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--seed", type=int, default=0, help="orders the cases, shapes noises")
     parser.add_argument("--note", default="", help="a remark for the report (a busy machine)")
+    parser.add_argument(
+        "--rescore",
+        action="store_true",
+        help="run nothing: score OUT/results.json's cases again and rewrite the outputs",
+    )
     apply_environment(parser)
     args = parser.parse_args(argv)
-    if args.launch == (args.url is not None):
+    if not args.rescore and args.launch == (args.url is not None):
         parser.error("give exactly one of --launch and --url")
     if args.cases < 1:
         parser.error("--cases must be at least 1")
@@ -145,11 +151,20 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def rescored(out: Path, when: str) -> dict[str, Any]:
+    """The run saved in `out`, its cases scored again by this code (the observations, what
+    the client saw, are kept as they were measured)."""
+    result: dict[str, Any] = json.loads((out / "results.json").read_text(encoding="utf-8"))
+    report.rescore(result["cases"])
+    result["meta"]["rescored"] = when
+    return result
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     args.started = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    result = asyncio.run(bench(args))
+    result = rescored(args.out, args.started) if args.rescore else asyncio.run(bench(args))
     for path in report.write_all(result, args.out):
         print(f"wrote {path}", file=sys.stderr)
     return 0

@@ -106,6 +106,11 @@ def markdown(result: dict[str, Any], *, plotted: bool) -> str:
         f"- machine: {machine_line(meta['machine'])}; load average at start "
         f"{meta['machine'].get('load_average_at_start')}",
         f"- cases per category: {meta['cases_per_category']}, seed {meta['seed']}. {meta['note']}",
+        *(
+            [f"- scored again on {meta['rescored']} (`--rescore`) from the observations of the run"]
+            if meta.get("rescored")
+            else []
+        ),
         "",
         "## Targets",
         "",
@@ -271,7 +276,7 @@ def plot(result: dict[str, Any], out: Path, plt: Any) -> Path:
         ("backchannel", "stopped", targets["false_barge_in"]["target"]),
     ):
         if category in summary and summary[category][key]["rate"] is not None:
-            labels.append(f"{category}\n{key.replace('_', ' ')}")
+            labels.append(f"{category}\n{'false EOT' if key == 'false_end_of_turn' else key}")
             values.append(summary[category][key]["rate"])
             limits.append(limit)
     if "interruption" in summary and (missed := targets["missed_barge_in"]["figure"]) is not None:

@@ -16,8 +16,9 @@ Per case:
   resuming and without finishing; **paused** when it stopped and resumed (`false_interruption`,
   `resumed`), with the gaps that left in its voice at the ear (the longest one counts).
 - an interruption: **missed barge-in** unless the agent is stopped; **stop time** from the
-  onset of the user's voice at the mouth to the agent's voice falling silent at the ear
-  (`STOP_GAP_MS` of silence).
+  onset of the user's voice at the mouth to the agent's voice falling silent at the ear for
+  good (`STOP_GAP_MS` of silence; the end of its last sound before the `interrupted` event,
+  so a pause that resumed does not count as the stop).
 - words: the user's final transcripts (the last one of each turn: a reply cancelled because
   the user went on is transcribed again with the same turn) against the script, fillers
   ("um", "uh") aside; **words lost** are the script's words deleted from them beyond those
@@ -194,9 +195,14 @@ def score_over(obs: dict[str, Any]) -> dict[str, Any]:
         and obs["case"]["category"] != "interruption",
     }
     if obs["case"]["category"] == "interruption":
-        voice = next((seg for seg in merge(ear, STOP_GAP_MS) if seg[0] <= onset < seg[1]), None)
-        out["agent_silent_at_onset"] = voice is None
-        out["stop_ms"] = None if stopped is None or voice is None else round(voice[1] - onset, 1)
+        voice = merge(ear, STOP_GAP_MS)
+        out["agent_silent_at_onset"] = not any(s <= onset < e for s, e in voice)
+        out["stop_ms"] = None
+        if stopped is not None and not out["agent_silent_at_onset"]:
+            # The last of the reply's sound: the agent may have paused at the onset, resumed
+            # (the start of the interruption sounded like a backchannel) and stopped later.
+            last = max(e for s, e in voice if s < stopped["t_ms"])
+            out["stop_ms"] = round(last - onset, 1)
         out["detect_ms"] = None if stopped is None else round(stopped["t_ms"] - onset, 1)
         out["words"] = word_score(
             obs["case"]["script"],
