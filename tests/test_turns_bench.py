@@ -263,7 +263,13 @@ async def test_a_few_cases_of_each_category_through_the_small_models(
     question = by_name["complete-000-question"]["score"]
     assert question["valid"] and not question["missed_end_of_turn"], question
     assert question["endpoint_ms"] is not None and question["mouth_to_ear_ms"] > 0
-    assert question["words"]["script_words"] > 0 and question["words"]["missing_direct"] == 0
+    # Scored against its script (Piper's voice varies from run to run, and so can Whisper's
+    # words: its errors are a figure of the benchmark, not a failure here).
+    assert (
+        question["words"]["script_words"] == 6
+        and by_name["complete-000-question"]["direct_transcript"]
+    )
+    assert any(e["type"] == "transcript" for e in by_name["complete-000-question"]["events"])
     for name in ("interruption-000-short", "interruption-001-question"):
         stopped = by_name[name]["score"]
         assert stopped["valid"] and stopped["outcome"] == "stopped", (name, stopped)
