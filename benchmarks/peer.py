@@ -142,14 +142,16 @@ class AgentClient:
         ping_interval_s: float = 1.0,
         token: str | None = None,
         jitter_frames: int | None = 1,
+        mic: MicrophoneTrack | None = None,
     ) -> None:
         """`jitter_frames`: 20 ms frames the receive path's jitter buffer holds before the
-        ear gets one (None: aiortc's own 4); `received.playout` says what that costs."""
+        ear gets one (None: aiortc's own 4); the bench counts what that costs in underruns.
+        `mic`: the track to send (a plain `MicrophoneTrack` unless given)."""
         self.base_url = base_url.rstrip("/")
         self._auth = {"Authorization": f"Bearer {token}"} if token is not None else {}
         """Sent with the offer and the DELETE, as the page sends its `?token=`."""
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-        self.mic = MicrophoneTrack()
+        self.mic = mic if mic is not None else MicrophoneTrack()
         self.received = ReceivedAudio()
         self.events: list[ClientEvent] = []
         self.session_id: str | None = None

@@ -16,6 +16,7 @@ from agent.cli import build_parser
 from agent.config import config_from_args
 from agent.config.env import apply_environment, parse_bool, variable_for
 from benchmarks import load, loopback, soak, tts
+from benchmarks.turns import __main__ as turns
 
 REPOSITORY = Path(__file__).resolve().parent.parent
 
@@ -63,7 +64,7 @@ def test_every_option_of_every_command_names_its_variable() -> None:
     assert seen > 60  # serve, models pull/list/synth, bench and the global --log-level
 
 
-@pytest.mark.parametrize("tool", [load, loopback, soak, tts])
+@pytest.mark.parametrize("tool", [load, loopback, soak, tts, turns])
 def test_the_benchmark_tools_read_the_environment_too(
     tool: object, monkeypatch: pytest.MonkeyPatch
 ) -> None:

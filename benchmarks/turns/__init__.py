@@ -1,0 +1,1 @@
+"""The labelled turn-taking benchmark: `python -m benchmarks.turns` (see its __main__)."""
