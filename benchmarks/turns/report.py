@@ -13,7 +13,8 @@ from typing import Any
 import numpy as np
 
 from benchmarks.machine import one_line as machine_line
-from benchmarks.report import MATPLOTLIB_MISSING, pyplot, write_json
+from benchmarks.report import MATPLOTLIB_MISSING, write_json
+from benchmarks.report_plots import pyplot
 from benchmarks.turns.corpus import Case
 from benchmarks.turns.run import Observation
 from benchmarks.turns.score import against_targets, score, summarize
