@@ -156,6 +156,10 @@ class RecordingTrack:
     def on_first_audio(self, listener: Callable[[float], None] | None) -> None:
         self._listener = listener
 
+    def drop_first_audio(self, listener: Callable[[float], None]) -> None:
+        if self._listener == listener:
+            self._listener = None
+
 
 @dataclass
 class EventLog:

@@ -179,7 +179,11 @@ async def test_no_speech_and_barge_in_are_not_failed_turns(
     await talk.speak()
     await asyncio.sleep(0.05)
     await talk.conversation.handle(SpeechStarted(0, 1600, 0.0))  # the user goes on
-    assert talk.log.of("interrupted") and talk.chat.cancelled == 1
+    assert talk.log.of("interrupted")
+    # The cancel lands in the background (the listener does not wait for the model).
+    async with asyncio.timeout(2):
+        while talk.chat.cancelled != 1:
+            await asyncio.sleep(0.005)
     assert talk.fatal == []  # one failure, then two turns that neither fail nor reset
     talk.chat.fail, talk.chat.first_token_delay_s = RuntimeError("again"), 0.01
     assert "error" in await talk.turn()

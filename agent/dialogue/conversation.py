@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -132,6 +132,8 @@ class Conversation:
         utterance continues it."""
         self._overlap: Overlap | None = None
         self._user_speaking = False
+        self._retiring: set[asyncio.Task[Any]] = set()
+        """Cancelled tasks whose workers have not returned yet (see `_retire`)."""
         self._listener = asyncio.get_running_loop().create_task(self._listen(), name="listen")
 
     # -- AudioSink ----------------------------------------------------------------------
@@ -142,7 +144,8 @@ class Conversation:
     async def aclose(self) -> None:
         self._listener.cancel()
         await asyncio.gather(self._listener, return_exceptions=True)
-        await self._cancel_reply()
+        self._cancel_reply()
+        await asyncio.gather(*self._retiring, return_exceptions=True)
         await self._stages.aclose()
 
     # -- state --------------------------------------------------------------------------
@@ -199,7 +202,7 @@ class Conversation:
             # Still the same sound over the agent (after a pause in it): one overlap.
             self._user_speech_started()
             return
-        await self._cancel_verdict()
+        self._cancel_verdict()
         reply = self._reply
         if reply is not None and self.busy and self._heard(reply):
             # Over the agent's voice: pause it, and judge what this is.
@@ -297,7 +300,7 @@ class Conversation:
         )
         if self._answered:
             return
-        await self._cancel_verdict()
+        self._cancel_verdict()
         kind = Kind.FORCED if ended.forced else Kind.CEILING if self.semantic else Kind.SILENCE
         speech_end_wall = _speech_end_wall(ended.wall_time, ended.decided_sample, ended.end_sample)
         self._decide(
@@ -435,7 +438,8 @@ class Conversation:
         if reply is None:
             return
         was_speculation = not reply.released
-        await self._cancel_reply()
+        task = self._reply_task
+        self._cancel_reply()
         self.history.restore(self._history_before_reply)
         if merge:
             self._carry = reply.audio[-MAX_CARRY_SAMPLES:]
@@ -444,32 +448,42 @@ class Conversation:
         if was_speculation:
             if self._metrics is not None:
                 self._metrics.speculation.labels(outcome="wasted").inc()
-                self._metrics.speculation_wasted_seconds.inc(reply.compute_s)
+            if task is not None:
+                task.add_done_callback(lambda _: self._count_waste(reply))
         else:
             # Its transcript and text were shown: the page takes them back.
             self._deps.emit(events.interrupted(reply.turn_id, ""))
 
-    async def _cancel_reply(self) -> None:
-        for task in (self._release_task, self._verdict_task):
+    def _count_waste(self, reply: ReplyTurn) -> None:
+        """The worker time a discarded speculation took, once its workers are done."""
+        if self._metrics is not None:
+            self._metrics.speculation_wasted_seconds.inc(reply.compute_s)
+
+    def _cancel_reply(self) -> None:
+        """Stop the reply at once: silence, no more events, its tasks cancelled. Their model
+        workers finish in the background (`_retire`): the listener never waits for a prompt
+        being evaluated or a chunk being synthesized, or the user's audio would pile up."""
+        for task in (self._release_task, self._verdict_task, self._reply_task):
             if task is not None:
                 task.cancel()
-        task = self._reply_task
-        if task is not None:
-            task.cancel()
-        await asyncio.gather(
-            *(t for t in (task, self._release_task, self._verdict_task) if t is not None),
-            return_exceptions=True,
-        )
+                self._retire(task)
         self._deps.track.clear()
+        self._deps.track.on_first_audio(None)
         self._reply_task = self._release_task = self._verdict_task = None
         self._reply = None
 
-    async def _cancel_verdict(self) -> None:
+    def _cancel_verdict(self) -> None:
         task = self._verdict_task
-        if task is not None and not task.done():
+        if task is not None:
             task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+            self._retire(task)
         self._verdict_task = None
+
+    def _retire(self, task: asyncio.Task[Any]) -> None:
+        """Own a cancelled task until it ends (`aclose` awaits the rest)."""
+        if not task.done():
+            self._retiring.add(task)
+            task.add_done_callback(self._retiring.discard)
 
     # -- the user over the agent --------------------------------------------------------
 
@@ -502,7 +516,7 @@ class Conversation:
         await _cancel(overlap.transcribing)
         reply = overlap.reply
         heard_samples = self._deps.track.clear()
-        await self._cancel_reply()
+        self._cancel_reply()
         heard = reply.heard_text(heard_samples)
         self.history.add_assistant(heard)
         reply.metrics.interrupted = True

@@ -206,7 +206,7 @@ class ReplyTurn:
             await self._released.wait()
             await self.deps.track.wait_for_playout()
         finally:
-            self.deps.track.on_first_audio(None)
+            self.deps.track.drop_first_audio(self._on_first_frame)
         if self.metrics.first_frame_sent_ms is not None:
             self.deps.emit(events.agent_speech_end(self.turn_id))
         self.history.add_assistant(" ".join(c.text for c in self.spoken))

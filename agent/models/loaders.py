@@ -170,9 +170,12 @@ def load_llama(
 ) -> Any:
     """A `llama_cpp.Llama` with every layer on the GPU when llama.cpp has CUDA.
 
-    Generation uses `shared_threads()` unless `n_threads` says otherwise; prompt
-    processing uses every core. `no_repack`: without weight repacking, for a CPU that
-    cannot run it (agent/stages/llm/build_check.py)."""
+    Generation and prompt processing use `shared_threads()` unless `n_threads` says
+    otherwise: llama.cpp's threads spin-wait for each other, and with every core theirs,
+    one busy thread elsewhere (the recognition of a reply prepared in a pause, another
+    session's voice) stalls them all (a SmolLM2 prompt took seconds instead of 100 ms).
+    `no_repack`: without weight repacking, for a CPU that cannot run it
+    (agent/stages/llm/build_check.py)."""
     path = Path(path).resolve()
     if path.is_dir():
         raise ModelError(f"LLM model must be a .gguf file, not a directory: {path}")
@@ -192,7 +195,7 @@ def load_llama(
                     n_ctx=n_ctx,
                     n_gpu_layers=n_gpu_layers,
                     n_threads=threads,
-                    n_threads_batch=cpu_threads(),
+                    n_threads_batch=threads,
                     verbose=False,
                 )
         except Exception as exc:

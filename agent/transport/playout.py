@@ -106,6 +106,11 @@ class AgentAudioTrack(MediaStreamTrack):
         (the echo mask compares what comes back with it)."""
         self._speech_tap = listener
 
+    def drop_first_audio(self, listener: FrameListener) -> None:
+        """Forget `listener` if it is still the one waiting (a later turn may have its own)."""
+        if self._first_audio_listener == listener:
+            self._first_audio_listener = None
+
     def on_first_audio(self, listener: FrameListener | None) -> None:
         """Call `listener(wall_time)` once, when the next frame carrying speech is sent."""
         self._first_audio_listener = listener

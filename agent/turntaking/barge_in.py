@@ -89,10 +89,20 @@ class BargeInSettings:
             raise ValueError("need 0 < barge-in confirm ms <= barge-in max ms")
 
 
+_SPELLINGS = frozenset(word.replace("-", "") for word in BACKCHANNELS) | {
+    "uhuh",  # Whisper's "uh-huh"
+    "mmhmm",
+    "mhmm",
+    "hmhm",
+    "uhhuh",
+}
+
+
 def is_backchannel(transcript: str) -> bool:
-    """Only words a listener says to keep the speaker going (or nothing at all)."""
-    words = _WORD.findall(transcript.lower())
-    return len(words) <= MAX_BACKCHANNEL_WORDS and all(w in BACKCHANNELS for w in words)
+    """Only words a listener says to keep the speaker going (or nothing at all), however
+    Whisper spells them ("Uh-huh.", "Uhuh.", "Mm-hmm")."""
+    words = [w.replace("-", "") for w in _WORD.findall(transcript.lower())]
+    return len(words) <= MAX_BACKCHANNEL_WORDS and all(w in _SPELLINGS for w in words)
 
 
 def judge(
