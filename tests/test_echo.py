@@ -81,7 +81,10 @@ def test_speech_when_the_agent_said_nothing_is_not_echo() -> None:
 
 
 def test_words_that_repeat_the_agent_are_its_echo() -> None:
-    said = "The sea is vast and deep, and it covers most of the earth."
-    assert echoes_agent("the sea is vast", said)
+    said = "Airplanes fly using a device called a jet engine, and history is steeped in it."
+    assert echoes_agent("the sea is vast", "The sea is vast and deep")
+    assert echoes_agent("Air planes fly", said)  # Whisper's reading of a quiet copy
     assert not echoes_agent("stop, what about rivers", said)
+    # One word resembles some stretch by chance: never taken for echo.
+    assert not echoes_agent("Sorry.", said) and not echoes_agent("Stop.", said)
     assert not echoes_agent("", said)

@@ -55,6 +55,8 @@ from agent.turntaking.segmenter import (
 log = logging.getLogger(__name__)
 
 GAP_BETWEEN_MERGED_UTTERANCES = np.zeros(STT_RATE // 5, dtype=np.int16)
+ECHO_WORDS = 12
+"""The agent's last words an echo can repeat (a round trip is well under a second)."""
 MAX_CARRY_SAMPLES = 300 * STT_RATE
 """Five minutes of a user who never pauses: more is not kept (memory is bounded per session)."""
 
@@ -209,7 +211,8 @@ class Conversation:
             if resumed:
                 self._vad.segmenter.split()
             self._deps.track.pause()
-            self._overlap = Overlap(reply)
+            played = reply.heard_text(self._deps.track.utterance_sent_samples).split()
+            self._overlap = Overlap(reply, " ".join(played[-ECHO_WORDS:]))
             self._new_user_turn()
             return
         if reply is not None and self.busy:

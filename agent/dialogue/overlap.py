@@ -17,6 +17,8 @@ from agent.turntaking.segmenter import SpeechEnded
 class Overlap:
     reply: ReplyTurn
     """The reply the user talked over (paused meanwhile)."""
+    agent_recent: str = ""
+    """The last words the agent played before the overlap: what an echo would repeat."""
     transcript: str | None = None
     transcript_voiced_ms: float = 0.0
     """Voiced ms of the overlap that the transcript covers."""
@@ -49,7 +51,7 @@ class Overlap:
         self.transcript_voiced_ms = self.transcribing_voiced_ms
 
     def verdict(self, settings: barge_in.BargeInSettings) -> barge_in.Overlap:
-        if self.transcript and echoes_agent(self.transcript, self.reply.reply_text):
+        if self.transcript and echoes_agent(self.transcript, self.agent_recent):
             return barge_in.Overlap.RESUME  # the agent's own voice, back through the mic
         transcript = self.transcript
         if transcript is not None and not self.speaking and self.needs_transcript(settings):

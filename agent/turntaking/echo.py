@@ -8,6 +8,12 @@ could have: a window that follows the agent's own recent output closely (correla
 above `MATCH`) at some delay is echo, and the VAD does not count it as speech. A user talking
 over the agent has an envelope of their own, so their speech is not masked.
 
+Once a window matched, the echo path is known: its delay and its loss (how many dB quieter
+the copy comes back). Until it goes stale (`PATH_FRESH_S` without a match), a window no
+louder than what that path predicts from the agent's output (within `RESIDUAL_DB`) is echo
+too, even where the envelopes matched less well (a syllable, a codec's smearing): the user's
+own voice comes on top of the echo, louder than it.
+
 `played` is called on the event loop for every frame sent; `is_echo` in the VAD's worker
 thread: a lock guards the history of what was sent.
 """
@@ -16,6 +22,7 @@ from __future__ import annotations
 
 import bisect
 import collections
+import difflib
 import logging
 import threading
 
@@ -36,6 +43,12 @@ SPAN_FRAMES = 30
 """300 ms of envelope compared at once: a few syllables, enough to be specific."""
 MATCH = 0.8
 HISTORY_S = MAX_DELAY_S + SPAN_FRAMES * HOP_S + 0.5
+RESIDUAL_DB = 6.0
+"""A window at most this much louder than the echo path predicts is still echo."""
+PATH_FRESH_S = 2.0
+"""How long an echo path found by a match is trusted without another one."""
+RECENT_FRAMES = 3
+"""The 10 ms frames of the newest window that the echo path must explain."""
 SPEECH_DB = -50.0
 """Sent frames louder than this (dBFS) count as the agent speaking."""
 FLOOR_DB = -90.0
@@ -58,8 +71,12 @@ class EchoMask:
         self._heard_at: collections.deque[float] = collections.deque()
         self._heard_db: collections.deque[float] = collections.deque()
         self._heard_tail = np.zeros(0, dtype=np.int16)
+        self._path: tuple[float, float, float] | None = None
+        """(delay s, loss dB, when it was last matched) of the echo path."""
         self.checks = 0
         self.matches = 0
+        self.predicted = 0
+        """Windows called echo because the known path explains their loudness."""
 
     def played(self, pcm: Int16Array, sent_at: float) -> None:
         """A frame of the agent's voice (48 kHz) left the server at wall time `sent_at`."""
@@ -95,7 +112,7 @@ class EchoMask:
         if sent_at.size < SPAN_FRAMES or not np.any(sent_db > SPEECH_DB):
             return False
         self.checks += 1
-        best, best_delay = -1.0, 0.0
+        best, best_delay, best_levels = -1.0, 0.0, heard_db
         for delay in np.arange(MIN_DELAY_S, MAX_DELAY_S, HOP_S):
             wanted = heard_at_frames - delay
             indices = np.searchsorted(sent_at, wanted)
@@ -106,12 +123,47 @@ class EchoMask:
                 continue
             correlation = float(np.corrcoef(candidate, heard_db)[0, 1])
             if correlation > best:
-                best, best_delay = correlation, float(delay)
+                best, best_delay, best_levels = correlation, float(delay), candidate
         if best >= MATCH:
             self.matches += 1
-            log.debug("echo: correlation %.2f at %.0f ms", best, best_delay * 1000)
+            speaking = best_levels > SPEECH_DB
+            loss = float(np.median(heard_db[speaking] - best_levels[speaking]))
+            self._path = (best_delay, loss, heard_at)
+            log.debug(
+                "echo: correlation %.2f at %.0f ms, %.0f dB down",
+                best,
+                best_delay * 1000,
+                -loss,
+            )
+            return True
+        if self._explained(heard_db, heard_at_frames, heard_at, sent_at, sent_db):
+            self.predicted += 1
             return True
         return False
+
+    def _explained(
+        self,
+        heard_db: npt.NDArray[np.float64],
+        heard_at_frames: npt.NDArray[np.float64],
+        heard_at: float,
+        sent_at: npt.NDArray[np.float64],
+        sent_db: npt.NDArray[np.float64],
+    ) -> bool:
+        """Is the newest window no louder than the known echo path predicts?"""
+        if self._path is None:
+            return False
+        delay, loss, matched_at = self._path
+        if heard_at - matched_at > PATH_FRESH_S:
+            self._path = None
+            return False
+        wanted = heard_at_frames[-RECENT_FRAMES:] - delay
+        indices = np.searchsorted(sent_at, wanted)
+        if indices[0] == 0 or indices[-1] >= sent_at.size:
+            return False
+        predicted = sent_db[indices] + loss
+        if not np.any(sent_db[indices] > SPEECH_DB):
+            return False  # the agent said nothing then: nothing to come back
+        return bool(np.max(heard_db[-RECENT_FRAMES:] - predicted) < RESIDUAL_DB)
 
     def _hear(self, window: Int16Array, heard_at: float) -> None:
         samples = np.concatenate([self._heard_tail, window]) if self._heard_tail.size else window
@@ -127,14 +179,24 @@ class EchoMask:
             self._heard_db.popleft()
 
 
-def echoes_agent(transcript: str, agent_said: str, share: float = 0.7) -> bool:
-    """Do the words heard over the agent mostly repeat what it just said? The backstop for
-    echo the envelope test let through (for the barge-in judge)."""
-    heard = [w for w in _words(transcript)]
-    if not heard:
+def echoes_agent(transcript: str, agent_recent: str, similarity: float = 0.8) -> bool:
+    """Do the words heard over the agent repeat what it has just said? The backstop for echo
+    the envelope test let through (for the barge-in judge). Whisper hears a quiet, garbled
+    copy as other words ("air planes" for "airplanes", "and splice" for "and spice"), so the
+    letters of the transcript are compared with those of the stretch of `agent_recent` (the
+    last words the agent played) that resembles them most. Only two words or more: one
+    word matches some stretch by chance too easily ("sorry" and "history")."""
+    heard_words = _words(transcript)
+    said = _words(agent_recent)
+    if len(heard_words) < 2 or not said:
         return False
-    said = set(_words(agent_said))
-    return sum(1 for w in heard if w in said) >= share * len(heard)
+    heard = "".join(heard_words)
+    best = 0.0
+    for size in range(max(1, len(heard_words) - 1), len(heard_words) + 2):
+        for start in range(0, max(1, len(said) - size + 1)):
+            stretch = "".join(said[start : start + size])
+            best = max(best, difflib.SequenceMatcher(None, heard, stretch).ratio())
+    return best >= similarity
 
 
 def _words(text: str) -> list[str]:
