@@ -30,7 +30,7 @@ MAX_LAG_S = 0.2
 """If the event loop stalled for longer than this, restart the clock instead of bursting."""
 
 FrameListener = Callable[[float], None]
-SpeechTap = Callable[[Int16Array, float], None]
+FrameTap = Callable[[Int16Array, float], None]
 
 
 class AgentAudioTrack(MediaStreamTrack):
@@ -56,7 +56,7 @@ class AgentAudioTrack(MediaStreamTrack):
         self._idle.set()
         self._paused = False
         self._first_audio_listener: FrameListener | None = None
-        self._speech_tap: SpeechTap | None = None
+        self._frame_tap: FrameTap | None = None
 
     # -- verbs ---------------------------------------------------------------------------
 
@@ -101,10 +101,11 @@ class AgentAudioTrack(MediaStreamTrack):
     def paused(self) -> bool:
         return self._paused
 
-    def tap(self, listener: SpeechTap | None) -> None:
-        """`listener(pcm, wall_time)` gets every frame that carries speech, as it is sent
-        (the echo mask compares what comes back with it)."""
-        self._speech_tap = listener
+    def tap(self, listener: FrameTap | None) -> None:
+        """`listener(pcm, wall_time)` gets every frame as it is sent, the silence between
+        replies and while paused too: the echo mask compares what comes back with it, and
+        an echo's onset matches only against the silence that came before it."""
+        self._frame_tap = listener
 
     def drop_first_audio(self, listener: FrameListener) -> None:
         """Forget `listener` if it is still the one waiting (a later turn may have its own)."""
@@ -146,13 +147,12 @@ class AgentAudioTrack(MediaStreamTrack):
             pcm, speech = self._take(OUTPUT_FRAME_SAMPLES)
         frame = pcm_to_frame(pcm, OUTPUT_RATE, pts=self._pts)
         self._pts += OUTPUT_FRAME_SAMPLES
-        if speech:
-            now = time.time()
-            if self._speech_tap is not None:
-                self._speech_tap(pcm, now)
-            if self._first_audio_listener is not None:
-                listener, self._first_audio_listener = self._first_audio_listener, None
-                listener(now)
+        now = time.time()
+        if self._frame_tap is not None:
+            self._frame_tap(pcm, now)
+        if speech and self._first_audio_listener is not None:
+            listener, self._first_audio_listener = self._first_audio_listener, None
+            listener(now)
         return frame
 
     def _take(self, count: int) -> tuple[Int16Array, int]:

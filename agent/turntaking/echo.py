@@ -14,8 +14,9 @@ louder than what that path predicts from the agent's output (within `RESIDUAL_DB
 too, even where the envelopes matched less well (a syllable, a codec's smearing): the user's
 own voice comes on top of the echo, louder than it.
 
-`played` is called on the event loop for every frame sent; `is_echo` in the VAD's worker
-thread: a lock guards the history of what was sent.
+`played` is called on the event loop for every frame sent; `hear` (every inbound window)
+and `is_echo` (the voiced ones) in the VAD's worker thread: a lock guards the history of
+what was sent.
 """
 
 from __future__ import annotations
@@ -98,13 +99,28 @@ class EchoMask:
             start = bisect.bisect_left(self._sent_at, now - seconds)
             return any(level > SPEECH_DB for level in list(self._sent_db)[start:])
 
-    def is_echo(self, window: Int16Array, heard_at: float) -> bool:
-        """Is this inbound window (16 kHz, whose last sample arrived at `heard_at`) a copy of
-        what the agent sent `MIN_DELAY_S` to `MAX_DELAY_S` earlier?"""
-        self._hear(window, heard_at)
+    def hear(self, window: Int16Array, heard_at: float) -> None:
+        """Every inbound window (16 kHz, whose last sample arrived at `heard_at`), voiced or
+        not: an echo's onset is told by the silence before it."""
+        samples = np.concatenate([self._heard_tail, window]) if self._heard_tail.size else window
+        count = samples.size // IN_HOP
+        levels = _level_db(samples[: count * IN_HOP].reshape(count, IN_HOP))
+        self._heard_tail = samples[count * IN_HOP :].copy()
+        first_end = heard_at - (self._heard_tail.size / STT_RATE) - (count - 1) * HOP_S
+        for index, level in enumerate(levels):
+            self._heard_at.append(first_end + index * HOP_S)
+            self._heard_db.append(float(level))
+        while len(self._heard_db) > SPAN_FRAMES * 2:
+            self._heard_at.popleft()
+            self._heard_db.popleft()
+
+    def is_echo(self, heard_at: float) -> bool:
+        """Is the newest heard window (whose last sample arrived at `heard_at`, given to
+        `hear` first) a copy of what the agent sent `MIN_DELAY_S` to `MAX_DELAY_S` earlier?"""
         heard_db = np.asarray(self._heard_db, dtype=np.float64)[-SPAN_FRAMES:]
         heard_at_frames = np.asarray(self._heard_at, dtype=np.float64)[-SPAN_FRAMES:]
         if heard_db.size < SPAN_FRAMES or np.ptp(heard_db) < 6.0:
+            log.debug("echo: too flat or short to compare (%d frames)", heard_db.size)
             return False  # too little, or too flat to say anything
         with self._lock:
             sent_at = np.asarray(self._sent_at, dtype=np.float64)
@@ -139,6 +155,17 @@ class EchoMask:
         if self._explained(heard_db, heard_at_frames, heard_at, sent_at, sent_db):
             self.predicted += 1
             return True
+        spoken = sent_at[sent_db > SPEECH_DB]
+        log.debug(
+            "echo: none (best correlation %.2f at %.0f ms; agent speech sent %.0f to %.0f ms"
+            " before; heard span %.0f ms, levels %s)",
+            best,
+            best_delay * 1000,
+            (heard_at - spoken[0]) * 1000,
+            (heard_at - spoken[-1]) * 1000,
+            (heard_at_frames[-1] - heard_at_frames[0]) * 1000,
+            np.round(heard_db[-8:]).astype(int).tolist(),
+        )
         return False
 
     def _explained(
@@ -164,19 +191,6 @@ class EchoMask:
         if not np.any(sent_db[indices] > SPEECH_DB):
             return False  # the agent said nothing then: nothing to come back
         return bool(np.max(heard_db[-RECENT_FRAMES:] - predicted) < RESIDUAL_DB)
-
-    def _hear(self, window: Int16Array, heard_at: float) -> None:
-        samples = np.concatenate([self._heard_tail, window]) if self._heard_tail.size else window
-        count = samples.size // IN_HOP
-        levels = _level_db(samples[: count * IN_HOP].reshape(count, IN_HOP))
-        self._heard_tail = samples[count * IN_HOP :].copy()
-        first_end = heard_at - (self._heard_tail.size / STT_RATE) - (count - 1) * HOP_S
-        for index, level in enumerate(levels):
-            self._heard_at.append(first_end + index * HOP_S)
-            self._heard_db.append(float(level))
-        while len(self._heard_db) > SPAN_FRAMES * 2:
-            self._heard_at.popleft()
-            self._heard_db.popleft()
 
 
 def echoes_agent(transcript: str, agent_recent: str, similarity: float = 0.8) -> bool:

@@ -34,9 +34,12 @@ from agent.turntaking.segmenter import (
 
 
 class EchoMask(Protocol):
-    def is_echo(self, window: Int16Array, heard_at: float) -> bool:
-        """Is this inbound window (16 kHz, arrived at wall time `heard_at`) the agent's own
-        voice coming back?"""
+    def hear(self, window: Int16Array, heard_at: float) -> None:
+        """Every inbound window (16 kHz, arrived at wall time `heard_at`), voiced or not."""
+        ...
+
+    def is_echo(self, heard_at: float) -> bool:
+        """Is the window just heard the agent's own voice coming back?"""
         ...
 
 
@@ -162,11 +165,14 @@ class StreamingVad:
             window = buffered[index * SileroVad.WINDOW : (index + 1) * SileroVad.WINDOW].copy()
             probability = self._vad.probability(window)
             self._last_probability = probability
-            if self._echo is not None and probability >= self._segmenter.settings.threshold:
+            if self._echo is not None:
                 # When the last sample of this window reached us: later samples of the
                 # buffer arrived with the same block, so count back from its arrival.
                 after = len(buffered) - (index + 1) * SileroVad.WINDOW
-                if self._echo.is_echo(window, wall_time - after / STT_RATE):
+                heard_at = wall_time - after / STT_RATE
+                self._echo.hear(window, heard_at)
+                voiced = probability >= self._segmenter.settings.threshold
+                if voiced and self._echo.is_echo(heard_at):
                     self.echo_windows += 1
                     probability = 0.0
             events.extend(self._segmenter.push(window, probability, wall_time))
