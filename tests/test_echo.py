@@ -63,36 +63,62 @@ def test_the_agents_own_voice_coming_back_is_echo(attenuation_db: int) -> None:
     assert sum(settled) >= 0.8 * len(settled), verdicts
 
 
+def vad_onsets(sent: Int16Array, heard: Int16Array, mask: EchoMask | None) -> list[float]:
+    """The session's VAD (real Silero) with `mask` on `heard` (16 kHz, from the agent's first
+    frame on) while `sent` (48 kHz) is played, both in 20 ms frames as WebRTC moves them: the
+    times (s from the start) of its speech onsets."""
+    vad = StreamingVad(VadSettings(), echo=mask)
+    start, frames, played, onsets = 1000.0, sent.size // OUTPUT_FRAME_SAMPLES, 0, []
+    for index in range(heard.size // 320):
+        arrived = start + (index + 1) * 320 / STT_RATE
+        while played < frames and start + played * 0.02 <= arrived:
+            if mask is not None:
+                at = played * OUTPUT_FRAME_SAMPLES
+                mask.played(sent[at : at + OUTPUT_FRAME_SAMPLES], start + played * 0.02)
+            played += 1
+        for event in vad.feed(heard[index * 320 : (index + 1) * 320], arrived):
+            if isinstance(event, SpeechStarted):
+                onsets.append(arrived - start)
+    return onsets
+
+
+def echo_of(sent: Int16Array, delay_s: float, attenuation_db: float) -> Int16Array:
+    """What the microphone hears of `sent`: late, quiet, over a faint noise floor."""
+    echo = (resample_pcm(sent, OUTPUT_RATE, STT_RATE) * 10 ** (-attenuation_db / 20)).astype(
+        np.int16
+    )
+    heard = np.concatenate([np.zeros(round(delay_s * STT_RATE), dtype=np.int16), echo])
+    return (heard + np.random.default_rng(0).normal(0, 2, heard.size)).astype(np.int16)
+
+
 def test_an_echo_is_masked_from_its_first_syllable_through_the_real_vad() -> None:
     """The agent starts after a silence, as a reply does; its echo comes back 250 ms later
-    at -30 dB. The session's VAD (real Silero) with the mask hears no speech in it: the
-    onset must be masked too, or the echo pauses the agent. (The mask is given every window,
-    not only the voiced ones: an onset is told by the silence before it.)"""
+    at -30 dB. The session's VAD with the mask hears no speech in it: the onset must be
+    masked too, or the echo pauses the agent. (The mask is given every window, not only the
+    voiced ones: an onset is told by the silence before it.)"""
     agent = speech("One day, in a land far away, there lived a dragon.", OUTPUT_RATE)
-    lead = np.zeros(OUTPUT_RATE, dtype=np.int16)
-    sent = np.concatenate([lead, agent])
-    echo = (resample_pcm(sent, OUTPUT_RATE, STT_RATE) * 10 ** (-30 / 20)).astype(np.int16)
-    rng = np.random.default_rng(0)
-    heard = np.concatenate([np.zeros(round(0.25 * STT_RATE), dtype=np.int16), echo])
-    heard = (heard + rng.normal(0, 2, heard.size)).astype(np.int16)  # a microphone's floor
+    sent = np.concatenate([np.zeros(OUTPUT_RATE, dtype=np.int16), agent])
+    heard = echo_of(sent, 0.25, 30)
+    assert vad_onsets(sent, heard, None), "the echo is loud enough for Silero to call it speech"
+    mask = EchoMask()
+    assert not vad_onsets(sent, heard, mask) and mask.matches > 0
 
-    def run(mask: EchoMask | None) -> tuple[list[object], int]:
-        vad = StreamingVad(VadSettings(), echo=mask)
-        start, frames, played, events = 1000.0, sent.size // OUTPUT_FRAME_SAMPLES, 0, []
-        for index in range(heard.size // 320):  # 20 ms blocks, as WebRTC delivers them
-            arrived = start + (index + 1) * 320 / STT_RATE
-            while played < frames and start + played * 0.02 <= arrived:
-                if mask is not None:
-                    at = played * OUTPUT_FRAME_SAMPLES
-                    mask.played(sent[at : at + OUTPUT_FRAME_SAMPLES], start + played * 0.02)
-                played += 1
-            events.extend(vad.feed(heard[index * 320 : (index + 1) * 320], arrived))
-        return [e for e in events if isinstance(e, SpeechStarted)], vad.echo_windows
 
-    unmasked, _ = run(None)
-    assert unmasked, "the echo is loud enough for Silero to call it speech"
-    masked, echo_windows = run(EchoMask())
-    assert not masked and echo_windows > 0, (masked, echo_windows)
+def test_the_user_interrupting_over_the_echo_is_heard_at_once() -> None:
+    """Once the echo path is known, the user's "Stop, please." on top of the echo is
+    speech within a few windows of its onset: its envelope may follow the agent's for a
+    moment, its loudness never does."""
+    agent = speech(
+        "The sea is vast and deep, and it covers most of the earth, from pole to pole.",
+        OUTPUT_RATE,
+    )
+    sent = np.concatenate([np.zeros(OUTPUT_RATE // 2, dtype=np.int16), agent])
+    heard = echo_of(sent, 0.2, 30).astype(np.int32)
+    user = speech("Stop, please.", STT_RATE)
+    at = round(2.0 * STT_RATE)
+    heard[at : at + user.size] += user
+    onsets = vad_onsets(sent, heard.clip(-32768, 32767).astype(np.int16), EchoMask())
+    assert onsets and 2.0 <= onsets[0] <= 2.35, onsets
 
 
 def test_the_user_talking_over_the_agent_is_not_echo() -> None:

@@ -141,9 +141,29 @@ class EchoMask:
             if correlation > best:
                 best, best_delay, best_levels = correlation, float(delay), candidate
         if best >= MATCH:
+            # The shapes agree; so must the loudness. A user's word over the echo can make
+            # the envelope follow the agent's for a moment: the newest frames are then far
+            # louder than the echo path (known, or measured on the rest of the window) lets
+            # the agent's voice come back.
+            speaking = best_levels[:-RECENT_FRAMES] > SPEECH_DB
+            if not np.any(speaking):
+                speaking = best_levels > SPEECH_DB
+                older_heard, older_sent = heard_db, best_levels
+            else:
+                older_heard, older_sent = heard_db[:-RECENT_FRAMES], best_levels[:-RECENT_FRAMES]
+            loss = float(np.median(older_heard[speaking] - older_sent[speaking]))
+            known = self._fresh_path(heard_at)
+            expected_loss = known[1] if known is not None else loss
+            residual = heard_db[-RECENT_FRAMES:] - (best_levels[-RECENT_FRAMES:] + expected_loss)
+            if float(np.max(residual)) >= RESIDUAL_DB:
+                log.debug(
+                    "echo: correlation %.2f at %.0f ms, but %.0f dB louder than its echo",
+                    best,
+                    best_delay * 1000,
+                    float(np.max(residual)),
+                )
+                return False
             self.matches += 1
-            speaking = best_levels > SPEECH_DB
-            loss = float(np.median(heard_db[speaking] - best_levels[speaking]))
             self._path = (best_delay, loss, heard_at)
             log.debug(
                 "echo: correlation %.2f at %.0f ms, %.0f dB down",
@@ -168,6 +188,11 @@ class EchoMask:
         )
         return False
 
+    def _fresh_path(self, heard_at: float) -> tuple[float, float, float] | None:
+        if self._path is not None and heard_at - self._path[2] > PATH_FRESH_S:
+            self._path = None
+        return self._path
+
     def _explained(
         self,
         heard_db: npt.NDArray[np.float64],
@@ -177,12 +202,10 @@ class EchoMask:
         sent_db: npt.NDArray[np.float64],
     ) -> bool:
         """Is the newest window no louder than the known echo path predicts?"""
-        if self._path is None:
+        path = self._fresh_path(heard_at)
+        if path is None:
             return False
-        delay, loss, matched_at = self._path
-        if heard_at - matched_at > PATH_FRESH_S:
-            self._path = None
-            return False
+        delay, loss, _ = path
         wanted = heard_at_frames[-RECENT_FRAMES:] - delay
         indices = np.searchsorted(sent_at, wanted)
         if indices[0] == 0 or indices[-1] >= sent_at.size:
