@@ -148,3 +148,17 @@ def test_words_that_repeat_the_agent_are_its_echo() -> None:
     # One word resembles some stretch by chance: never taken for echo.
     assert not echoes_agent("Sorry.", said) and not echoes_agent("Stop.", said)
     assert not echoes_agent("", said)
+
+
+def test_the_user_starting_as_the_agent_starts_a_phrase_is_not_echo() -> None:
+    """Talking at the moment the agent's phrase reaches the ear: the user's onset comes one
+    round trip after the agent's, a step in both envelopes, but as loud as the agent's
+    voice, which no echo is."""
+    agent = speech("Once upon a time, a dragon lived by the sea.", OUTPUT_RATE)
+    sent = np.concatenate([np.zeros(OUTPUT_RATE, dtype=np.int16), agent])
+    user = speech("Wait, wait.", STT_RATE)
+    lead = np.zeros(round(1.07 * STT_RATE), dtype=np.int16)
+    heard = np.concatenate([lead, user, np.zeros(STT_RATE, dtype=np.int16)])
+    heard = (heard + np.random.default_rng(1).normal(0, 2, heard.size)).astype(np.int16)
+    onsets = vad_onsets(sent, heard, EchoMask())
+    assert onsets and 1.07 <= onsets[0] <= 1.4, onsets

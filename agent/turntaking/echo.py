@@ -46,6 +46,11 @@ MATCH = 0.8
 HISTORY_S = MAX_DELAY_S + SPAN_FRAMES * HOP_S + 0.5
 RESIDUAL_DB = 6.0
 """A window at most this much louder than the echo path predicts is still echo."""
+MIN_LOSS_DB = 10.0
+"""An echo comes back at least this much quieter than it was sent (the distance from the
+loudspeaker, the browser's echo canceller). A voice about as loud as the agent's whose
+envelope follows it is the user starting to talk as the agent starts a phrase: both onsets
+are steps, a round trip apart."""
 PATH_FRESH_S = 2.0
 """How long an echo path found by a match is trusted without another one."""
 RECENT_FRAMES = 3
@@ -155,6 +160,14 @@ class EchoMask:
             known = self._fresh_path(heard_at)
             expected_loss = known[1] if known is not None else loss
             residual = heard_db[-RECENT_FRAMES:] - (best_levels[-RECENT_FRAMES:] + expected_loss)
+            if loss > -MIN_LOSS_DB:
+                log.debug(
+                    "echo: correlation %.2f at %.0f ms, but only %.0f dB down: the user",
+                    best,
+                    best_delay * 1000,
+                    -loss,
+                )
+                return False
             if float(np.max(residual)) >= RESIDUAL_DB:
                 log.debug(
                     "echo: correlation %.2f at %.0f ms, but %.0f dB louder than its echo",
