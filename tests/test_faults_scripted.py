@@ -225,7 +225,9 @@ async def test_a_stuck_worker_thread_fails_the_turn_and_is_not_waited_for(
     try:
         started = time.monotonic()
         assert "error" in await talk.turn()
-        assert time.monotonic() - started < 1.0
+        # The worker hangs until released below: the turn ended without it (the bound is
+        # only generous headroom over the 0.3 s deadline on a busy machine).
+        assert time.monotonic() - started < 5.0
         assert blocker.hanging.is_set() and not blocker.returned.is_set()
         (error,) = talk.log.of("error")
         name = "speech recognition" if stage == "stt" else "speech synthesis"

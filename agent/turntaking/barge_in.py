@@ -7,7 +7,7 @@ that goes on for `max_ms` is an interruption whatever it says; before that, once
 lasted `confirm_ms`, or as soon as it stops, its transcript decides: words that are not
 all backchannels ("mm-hm", "yeah", "right") interrupt; no words (a cough, a door, music)
 or only backchannels resume the agent exactly where it paused. While the user still
-speaks, a backchannel so far ("yeah, but ...") is not yet a verdict.
+speaks, a backchannel so far ("yeah, but ...") or a single other word is not yet a verdict.
 """
 
 from __future__ import annotations
@@ -115,6 +115,11 @@ def judge(
     if transcript is None:
         return Overlap.WAIT
     if not is_backchannel(transcript):
+        if speaking and len(_WORD.findall(transcript.lower())) < 2:
+            # One word of a sound still going on: Whisper reads a backchannel cut mid-way
+            # ("Ri-") as some other word. The agent is paused already, so waiting for the
+            # whole of it costs a real interruption nothing at the ear.
+            return Overlap.WAIT
         return Overlap.INTERRUPT
     return Overlap.WAIT if speaking else Overlap.RESUME
 

@@ -58,6 +58,8 @@ RECENT_FRAMES = 3
 SPEECH_DB = -50.0
 """Sent frames louder than this (dBFS) count as the agent speaking."""
 FLOOR_DB = -90.0
+QUIET_DB = -55.0
+"""Heard frames this quiet are no evidence against an echo."""
 
 
 def _level_db(frames: Int16Array) -> npt.NDArray[np.float64]:
@@ -151,15 +153,17 @@ class EchoMask:
             # louder than the echo path (known, or measured on the rest of the window) lets
             # the agent's voice come back.
             speaking = best_levels[:-RECENT_FRAMES] > SPEECH_DB
-            if not np.any(speaking):
+            if np.count_nonzero(speaking) >= 2 * RECENT_FRAMES:
+                older_heard, older_sent = heard_db[:-RECENT_FRAMES], best_levels[:-RECENT_FRAMES]
+            else:  # an onset: the window is the echo's first syllable and nothing else
                 speaking = best_levels > SPEECH_DB
                 older_heard, older_sent = heard_db, best_levels
-            else:
-                older_heard, older_sent = heard_db[:-RECENT_FRAMES], best_levels[:-RECENT_FRAMES]
             loss = float(np.median(older_heard[speaking] - older_sent[speaking]))
             known = self._fresh_path(heard_at)
             expected_loss = known[1] if known is not None else loss
-            residual = heard_db[-RECENT_FRAMES:] - (best_levels[-RECENT_FRAMES:] + expected_loss)
+            residual = _residual(
+                heard_db[-RECENT_FRAMES:], best_levels[-RECENT_FRAMES:] + expected_loss
+            )
             if loss > -MIN_LOSS_DB:
                 log.debug(
                     "echo: correlation %.2f at %.0f ms, but only %.0f dB down: the user",
@@ -223,10 +227,20 @@ class EchoMask:
         indices = np.searchsorted(sent_at, wanted)
         if indices[0] == 0 or indices[-1] >= sent_at.size:
             return False
-        predicted = sent_db[indices] + loss
         if not np.any(sent_db[indices] > SPEECH_DB):
             return False  # the agent said nothing then: nothing to come back
-        return bool(np.max(heard_db[-RECENT_FRAMES:] - predicted) < RESIDUAL_DB)
+        residual = _residual(heard_db[-RECENT_FRAMES:], sent_db[indices] + loss)
+        return bool(np.max(residual) < RESIDUAL_DB)
+
+
+def _residual(
+    heard_db: npt.NDArray[np.float64], predicted_db: npt.NDArray[np.float64]
+) -> npt.NDArray[np.float64]:
+    """How much louder each heard frame is than the echo predicted for it; a prediction
+    below `QUIET_DB` counts as `QUIET_DB` (a gap in the agent's voice leaves the codec's and
+    the room's tail, no user's word is that quiet)."""
+    residual: npt.NDArray[np.float64] = heard_db - np.maximum(predicted_db, QUIET_DB)
+    return residual
 
 
 def echoes_agent(transcript: str, agent_recent: str, similarity: float = 0.8) -> bool:
