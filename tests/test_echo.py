@@ -162,3 +162,19 @@ def test_the_user_starting_as_the_agent_starts_a_phrase_is_not_echo() -> None:
     heard = (heard + np.random.default_rng(1).normal(0, 2, heard.size)).astype(np.int16)
     onsets = vad_onsets(sent, heard, EchoMask())
     assert onsets and 1.07 <= onsets[0] <= 1.4, onsets
+
+
+def test_nothing_is_echo_while_held_until_the_agent_speaks_again() -> None:
+    """The conversation holds the mask when the user talks over the agent (its voice
+    paused): the user's words are never masked then; the agent's next words re-arm it."""
+    agent = speech("The sea is vast and deep, and it covers most of the earth.", OUTPUT_RATE)
+    sent = np.concatenate([np.zeros(OUTPUT_RATE // 2, dtype=np.int16), agent])
+    heard = echo_of(sent, 0.2, 30)
+    mask = EchoMask()
+    assert not vad_onsets(sent, heard, mask)
+    mask.hold()
+    assert not mask.is_echo(1000.0)
+    mask.played(np.zeros(OUTPUT_FRAME_SAMPLES, dtype=np.int16), 1010.0)
+    assert mask.held  # silence does not re-arm it
+    mask.played(agent[OUTPUT_RATE : OUTPUT_RATE + OUTPUT_FRAME_SAMPLES], 1010.02)
+    assert not mask.held

@@ -211,6 +211,7 @@ class Runtime:
                 vad_executor=self.executors.vad,
                 turn_model=self.turn_model,
                 turn_executor=self.executors.turn,
+                echo=echo,
             ),
             deps=self.turn_deps(session),
             metrics=self.metrics,

@@ -68,6 +68,10 @@ class VadLike(Protocol):
     def segmenter(self) -> TurnSegmenter: ...
 
 
+class EchoHold(Protocol):
+    def hold(self) -> None: ...
+
+
 class TurnModel(Protocol):
     def probability(self, audio: Int16Array) -> float:
         """P(the turn is complete), blocking."""
@@ -82,6 +86,8 @@ class Listening:
     vad_executor: Executor
     turn_model: TurnModel | None = None
     turn_executor: Executor | None = None
+    echo: EchoHold | None = None
+    """The VAD's echo mask, told when the agent's voice stops for the user's."""
 
 
 @dataclass
@@ -211,6 +217,8 @@ class Conversation:
             if resumed:
                 self._vad.segmenter.split()
             self._deps.track.pause()
+            if self._listening.echo is not None:
+                self._listening.echo.hold()
             played = reply.heard_text(self._deps.track.utterance_sent_samples).split()
             self._overlap = Overlap(reply, " ".join(played[-ECHO_WORDS:]))
             self._new_user_turn()

@@ -52,6 +52,8 @@ loudspeaker, the browser's echo canceller). A voice about as loud as the agent's
 envelope follows it is the user starting to talk as the agent starts a phrase: both onsets
 are steps, a round trip apart."""
 PATH_FRESH_S = 2.0
+PATH_DRIFT_S = 0.03
+"""How far the round trip may move between matches (jitter buffers adapt)."""
 """How long an echo path found by a match is trusted without another one."""
 RECENT_FRAMES = 3
 """The 10 ms frames of the newest window that the echo path must explain."""
@@ -85,6 +87,7 @@ class EchoMask:
         self.matches = 0
         self.predicted = 0
         """Windows called echo because the known path explains their loudness."""
+        self._held = False
 
     def played(self, pcm: Int16Array, sent_at: float) -> None:
         """A frame of the agent's voice (48 kHz) left the server at wall time `sent_at`."""
@@ -92,6 +95,8 @@ class EchoMask:
         if count == 0:
             return
         levels = _level_db(pcm[: count * OUT_HOP].reshape(count, OUT_HOP))
+        if self._held and np.any(levels > SPEECH_DB):
+            self._held = False  # the agent speaks again: its echo can come back again
         with self._lock:
             for index, level in enumerate(levels):
                 self._sent_at.append(sent_at + index * HOP_S)
@@ -99,6 +104,17 @@ class EchoMask:
             while self._sent_at and self._sent_at[0] < sent_at - HISTORY_S:
                 self._sent_at.popleft()
                 self._sent_db.popleft()
+
+    def hold(self) -> None:
+        """The user talks over the agent and its voice has stopped: nothing heard is taken
+        for echo until the agent speaks again. What is still in flight of its voice then
+        only lengthens the overlap the barge-in judge hears (and reads as the agent's own
+        words); masking the user's words there would cut their turn short."""
+        self._held = True
+
+    @property
+    def held(self) -> bool:
+        return self._held
 
     def speaking_since(self, now: float, seconds: float = MAX_DELAY_S) -> bool:
         """Did the agent send any speech in the last `seconds`?"""
@@ -124,6 +140,8 @@ class EchoMask:
     def is_echo(self, heard_at: float) -> bool:
         """Is the newest heard window (whose last sample arrived at `heard_at`, given to
         `hear` first) a copy of what the agent sent `MIN_DELAY_S` to `MAX_DELAY_S` earlier?"""
+        if self._held:
+            return False
         heard_db = np.asarray(self._heard_db, dtype=np.float64)[-SPAN_FRAMES:]
         heard_at_frames = np.asarray(self._heard_at, dtype=np.float64)[-SPAN_FRAMES:]
         if heard_db.size < SPAN_FRAMES or np.ptp(heard_db) < 6.0:
@@ -136,7 +154,7 @@ class EchoMask:
             return False
         self.checks += 1
         best, best_delay, best_levels = -1.0, 0.0, heard_db
-        for delay in np.arange(MIN_DELAY_S, MAX_DELAY_S, HOP_S):
+        for delay in self._delays(heard_at):
             wanted = heard_at_frames - delay
             indices = np.searchsorted(sent_at, wanted)
             if indices[0] == 0 or indices[-1] >= sent_at.size:
@@ -204,6 +222,16 @@ class EchoMask:
             np.round(heard_db[-8:]).astype(int).tolist(),
         )
         return False
+
+    def _delays(self, heard_at: float) -> npt.NDArray[np.float64]:
+        """The round trips to search: all of them, or near the known path's. Once the path
+        is known, a user's voice can only be taken for echo where the echo actually is (not
+        for the agent's words of most of a second ago, after it paused)."""
+        path = self._fresh_path(heard_at)
+        if path is None:
+            return np.arange(MIN_DELAY_S, MAX_DELAY_S, HOP_S)
+        low = max(MIN_DELAY_S, path[0] - PATH_DRIFT_S)
+        return np.arange(low, min(MAX_DELAY_S, path[0] + PATH_DRIFT_S) + HOP_S / 2, HOP_S)
 
     def _fresh_path(self, heard_at: float) -> tuple[float, float, float] | None:
         if self._path is not None and heard_at - self._path[2] > PATH_FRESH_S:
