@@ -52,9 +52,9 @@ loudspeaker, the browser's echo canceller). A voice about as loud as the agent's
 envelope follows it is the user starting to talk as the agent starts a phrase: both onsets
 are steps, a round trip apart."""
 PATH_FRESH_S = 2.0
+"""How long an echo path found by a match is trusted without another one."""
 PATH_DRIFT_S = 0.03
 """How far the round trip may move between matches (jitter buffers adapt)."""
-"""How long an echo path found by a match is trusted without another one."""
 RECENT_FRAMES = 3
 """The 10 ms frames of the newest window that the echo path must explain."""
 SPEECH_DB = -50.0
@@ -145,7 +145,6 @@ class EchoMask:
         heard_db = np.asarray(self._heard_db, dtype=np.float64)[-SPAN_FRAMES:]
         heard_at_frames = np.asarray(self._heard_at, dtype=np.float64)[-SPAN_FRAMES:]
         if heard_db.size < SPAN_FRAMES or np.ptp(heard_db) < 6.0:
-            log.debug("echo: too flat or short to compare (%d frames)", heard_db.size)
             return False  # too little, or too flat to say anything
         with self._lock:
             sent_at = np.asarray(self._sent_at, dtype=np.float64)
@@ -210,17 +209,17 @@ class EchoMask:
         if self._explained(heard_db, heard_at_frames, heard_at, sent_at, sent_db):
             self.predicted += 1
             return True
-        spoken = sent_at[sent_db > SPEECH_DB]
-        log.debug(
-            "echo: none (best correlation %.2f at %.0f ms; agent speech sent %.0f to %.0f ms"
-            " before; heard span %.0f ms, levels %s)",
-            best,
-            best_delay * 1000,
-            (heard_at - spoken[0]) * 1000,
-            (heard_at - spoken[-1]) * 1000,
-            (heard_at_frames[-1] - heard_at_frames[0]) * 1000,
-            np.round(heard_db[-8:]).astype(int).tolist(),
-        )
+        if log.isEnabledFor(logging.DEBUG):
+            spoken = sent_at[sent_db > SPEECH_DB]
+            log.debug(
+                "echo: none (best correlation %.2f at %.0f ms; agent speech sent %.0f to %.0f"
+                " ms before; levels %s)",
+                best,
+                best_delay * 1000,
+                (heard_at - spoken[0]) * 1000,
+                (heard_at - spoken[-1]) * 1000,
+                np.round(heard_db[-8:]).astype(int).tolist(),
+            )
         return False
 
     def _delays(self, heard_at: float) -> npt.NDArray[np.float64]:
