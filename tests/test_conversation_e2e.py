@@ -37,8 +37,13 @@ async def runtime(tiny_models: Path, request: pytest.FixtureRequest) -> AsyncIte
     config = AppConfig(
         models=ModelConfig(models_dir=tiny_models, profile="tiny", offline=True, tts=request.param),
         # Replies of a few seconds keep the suite quick; long enough to be talked over.
-        # No sentence cap: the random model's periods would end its replies early.
-        conversation=ConversationConfig(max_reply_tokens=48, max_reply_sentences=0),
+        # No sentence cap: the random model's periods would end its replies early. The
+        # tiny set has no end-of-turn model, so the silence endpoint ends turns; 600 ms
+        # bridges a stretch of the user's words lost on a busy machine (seen in CI with
+        # MMS's torch beside the pipeline on 2 cores), which would end a turn mid-sentence.
+        conversation=ConversationConfig(
+            max_reply_tokens=48, max_reply_sentences=0, endpoint_ms=600
+        ),
     )
     loaded = await Runtime.load(config)
     yield loaded
