@@ -43,7 +43,8 @@ def agent_speech_end(turn_id: int) -> dict[str, Any]:
 
 def turn_pending(turn_id: int, probability: float | None, reason: str) -> dict[str, Any]:
     """The user paused, but the turn does not look finished (`reason`: "prosody", Smart
-    Turn's verdict, or "words", the transcript stops mid-phrase): the agent waits."""
+    Turn's verdict; "words", the transcript stops mid-phrase; "unsure word", Whisper is unsure
+    of a last word after words that stop mid-phrase): the agent waits."""
     return {
         "type": "turn_pending",
         "turn": turn_id,

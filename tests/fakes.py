@@ -21,12 +21,20 @@ class ScriptedTranscriber:
     texts: list[str]
     delay_s: float = 0.01
     calls: list[Int16Array] = field(default_factory=list)
+    last_word_probabilities: list[float | None] = field(default_factory=list)
+    """Given with each text in turn, as far as the list goes."""
 
     async def transcribe(self, audio: Int16Array) -> Transcript:
         self.calls.append(audio)
         text = self.texts.pop(0) if self.texts else ""
+        last_word = self.last_word_probabilities.pop(0) if self.last_word_probabilities else None
         await asyncio.sleep(self.delay_s)
-        return Transcript(text=text, language="en", audio_s=audio.size / STT_RATE)
+        return Transcript(
+            text=text,
+            language="en",
+            audio_s=audio.size / STT_RATE,
+            last_word_probability=last_word,
+        )
 
 
 @dataclass

@@ -255,6 +255,62 @@ async def test_words_that_stop_mid_phrase_hold_a_turn_that_sounded_complete(make
     assert second.size > first.size + 0.5 * 16_000  # the whole utterance, pause included
 
 
+async def test_an_unsure_ending_waits_the_words_endpoint_then_ends_the_turn(make: Make) -> None:
+    """ "... a table for it.", "it" unsure (Whisper made it up in the pause): neither the
+    prosody's 160 ms nor the 2 s ceiling, but `endpoint_words_ms`."""
+    h = make(
+        ConversationConfig(endpoint_max_ms=2000, endpoint_words_ms=600),
+        turn_model=ScriptedTurnModel([0.9]),
+    )
+    h.transcriber.texts = ["I would like to book a table for it."]
+    h.transcriber.last_word_probabilities = [0.4]
+    await h.play(SPEECH, 0.8)
+    await h.play(SILENCE, 0.4)
+    (pending,) = h.log.of("turn_pending")
+    assert pending["reason"] == "unsure word" and pending["probability"] == 0.9
+    assert not h.log.of("agent_speech_start") and not h.track.writes
+    await h.play(SILENCE, 0.8)
+    await h.turn_done()
+    (metrics,) = h.log.of("turn_metrics")
+    assert metrics["endpoint"] == "words", metrics
+    assert 600 <= metrics["endpoint_ms"] < 900, metrics
+    assert metrics["speculation"] == "used"
+
+
+async def test_an_unsure_ending_the_user_goes_on_from_is_one_message(make: Make) -> None:
+    h = make(
+        ConversationConfig(endpoint_max_ms=2000, endpoint_words_ms=600),
+        turn_model=ScriptedTurnModel([0.9, 0.9]),
+    )
+    whole = "I would like to book a table for four people."
+    h.transcriber.texts = ["I would like to book a table for it.", whole]
+    h.transcriber.last_word_probabilities = [0.4, 0.95]
+    await h.play(SPEECH, 0.8)
+    await h.play(SILENCE, 0.4)
+    assert h.log.of("turn_pending")[0]["reason"] == "unsure word"
+    await h.play(SPEECH, 0.5)  # "... four people."
+    await h.play(SILENCE, 0.6)
+    await h.turn_done()
+    (transcript,) = h.log.of("transcript")
+    assert transcript["text"] == whole
+    user = [m for m in h.conversation.history.messages if m["role"] == "user"]
+    assert user == [{"role": "user", "content": whole}]
+    (metrics,) = h.log.of("turn_metrics")
+    assert metrics["endpoint"] == "semantic", metrics
+
+
+async def test_a_sure_last_word_ends_the_turn_at_the_pause(make: Make) -> None:
+    h = make(turn_model=ScriptedTurnModel([0.9]))
+    h.transcriber.texts = ["I want to go to the station."]
+    h.transcriber.last_word_probabilities = [0.95]
+    await h.play(SPEECH, 0.8)
+    await h.play(SILENCE, 0.6)
+    await h.turn_done()
+    assert not h.log.of("turn_pending")
+    (metrics,) = h.log.of("turn_metrics")
+    assert metrics["endpoint"] == "semantic" and metrics["endpoint_ms"] < 300, metrics
+
+
 async def test_resuming_in_the_pause_discards_the_prepared_reply(make: Make) -> None:
     h = make(ConversationConfig(endpoint_ms=600))
     h.transcriber.texts = ["So I was thinking", "So I was thinking we could go hiking."]

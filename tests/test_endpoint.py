@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from agent.turntaking.endpoint import EndpointPolicy, words_continue, words_finished
+from agent.turntaking.endpoint import (
+    UNSURE_LAST_WORD,
+    EndpointPolicy,
+    hangs_on_last_word,
+    unsure_ending,
+    words_continue,
+    words_finished,
+)
 
 
 @pytest.mark.parametrize(
@@ -57,3 +64,23 @@ def test_policy_threshold() -> None:
     assert not policy.judge(0.49).complete
     with pytest.raises(ValueError, match="threshold"):
         EndpointPolicy(1.0)
+
+
+def test_a_last_word_whisper_is_unsure_of_is_an_unsure_ending() -> None:
+    """Whisper heard "I would like to book a table for" and a pause as "... for it.", "it"
+    at 0.4: the words before it stop mid-phrase."""
+    made_up = "I would like to book a table for it."
+    assert hangs_on_last_word(made_up)
+    assert not words_continue(made_up)
+    assert words_finished(made_up)  # unscored: as before
+    assert unsure_ending(made_up, 0.4)
+    assert not words_finished(made_up, 0.4)
+    assert not unsure_ending(made_up, UNSURE_LAST_WORD)  # sure enough: it is the end
+    # A question is not: Whisper heard one.
+    assert not unsure_ending("How far is the moon from the Earth?", 0.39)
+    # Words before the unsure last one that end a sentence: finished.
+    assert not hangs_on_last_word("The weather is nice today.")
+    assert words_finished("The weather is nice today.", 0.3)
+    # One word: nothing before it to decide.
+    assert not hangs_on_last_word("Paris.")
+    assert words_finished("Paris.", 0.2)

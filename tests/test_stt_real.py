@@ -9,11 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from agent.audio import Int16Array
+from agent.audio import Int16Array, int16_to_float
 from agent.models.device import detect_device
 from agent.models.loaders import load_piper, load_whisper
 from agent.stages.stt import FULL_WINDOW_S, Transcriber, Transcript
 from agent.stages.tts.piper import PiperSynthesizer
+from agent.stages.whisper_window import WhisperWindow
+from agent.turntaking.endpoint import UNSURE_LAST_WORD, hangs_on_last_word, unsure_ending
 from benchmarks.corpus import espeak
 from benchmarks.stt_corpus import as_utterance
 from benchmarks.wer import word_error_rate
@@ -95,3 +97,39 @@ def test_language_detection_on_a_cut_window(
         transcript = Transcriber(model, None, executor).transcribe_blocking(audio)
     assert transcript.language == "en"
     assert word_error_rate([clips[1][0]], [transcript.text]) <= 0.2
+
+
+def test_whisper_is_unsure_of_a_word_that_was_not_said(small_models: Path) -> None:
+    """The forced alignment the endpoint scores last words with: a word that is not in the
+    audio ("it" after "a table for") scores far below one that is."""
+    model = load_whisper(small_models / "whisper-base", detect_device("cpu"))
+    voice = small_models / "piper-en_US-joe-medium" / "en_US-joe-medium.onnx"
+    tts = PiperSynthesizer(load_piper(voice, detect_device("cpu")))
+    audio = int16_to_float(
+        as_utterance(tts.synthesize("I would like to book a table for"), tts.sample_rate)
+    )
+    window = WhisperWindow(model)
+    words = window.word_probabilities(audio, 1000, "en", "I would like to book a table for it.")
+    assert [w for w, _ in words][-3:] == ["table", "for", "it."]
+    (_, table), (_, made_up) = words[-3], words[-1]
+    assert table > 0.9 and made_up < UNSURE_LAST_WORD, words
+
+
+def test_the_transcriber_scores_the_last_word_where_the_endpoint_needs_it(
+    small_models: Path,
+) -> None:
+    model = load_whisper(small_models / "whisper-base", detect_device("cpu"))
+    voice = small_models / "piper-en_US-joe-medium" / "en_US-joe-medium.onnx"
+    tts = PiperSynthesizer(load_piper(voice, detect_device("cpu")))
+    with ThreadPoolExecutor(1) as executor:
+        transcriber = Transcriber(model, "en", executor, score_last_word=hangs_on_last_word)
+        hangs, whole = (
+            transcriber.transcribe_blocking(as_utterance(tts.synthesize(text), tts.sample_rate))
+            for text in ("I want to go to the station.", "Where is the nearest train station?")
+        )
+    assert hangs.text == "I want to go to the station."
+    assert hangs.last_word_probability is not None
+    assert hangs.last_word_probability >= UNSURE_LAST_WORD
+    assert not unsure_ending(hangs.text, hangs.last_word_probability)
+    assert whole.text.endswith("the nearest train station?")
+    assert whole.last_word_probability is None  # not needed: not scored

@@ -31,6 +31,7 @@ from agent.stages.tts.piper import PiperSynthesizer
 from agent.threads import run_in
 from agent.transport.session import AudioSink, Session
 from agent.turntaking.echo import EchoMask
+from agent.turntaking.endpoint import hangs_on_last_word
 from agent.turntaking.smart_turn import SmartTurn, load_smart_turn
 from agent.turntaking.vad import StreamingVad, VadSettings
 
@@ -126,7 +127,10 @@ class Runtime:
         self.tts = tts
         self.turn_model = turn_model
         self.transcriber = Transcriber(
-            whisper, config.conversation.language.whisper, self.executors.stt
+            whisper,
+            config.conversation.language.whisper,
+            self.executors.stt,
+            score_last_word=hangs_on_last_word if turn_model is not None else None,
         )
         self.warmup_s: dict[str, float] = {}
 

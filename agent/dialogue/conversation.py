@@ -42,7 +42,13 @@ from agent.metrics import Metrics
 from agent.stages.deadlines import StageRunner, StageTimeout
 from agent.threads import run_in
 from agent.turntaking import barge_in
-from agent.turntaking.endpoint import EndpointPolicy, Kind, words_continue, words_finished
+from agent.turntaking.endpoint import (
+    EndpointPolicy,
+    Kind,
+    unsure_ending,
+    words_continue,
+    words_finished,
+)
 from agent.turntaking.segmenter import (
     SpeechEnded,
     SpeechPaused,
@@ -296,9 +302,16 @@ class Conversation:
         if reply is None or reply.released or not wait_ms:
             return
         await reply.transcribed.wait()
-        if not words_finished(reply.transcript or ""):
-            return
-        await asyncio.sleep(max(0.0, speech_end_wall + wait_ms / 1000 - time.time()))
+        if words_finished(reply.transcript or "", reply.last_word_probability):
+            await self._words_endpoint(reply, probability, audio, speech_end_wall)
+
+    async def _words_endpoint(
+        self, reply: ReplyTurn, probability: float | None, audio: Int16Array, speech_end_wall: float
+    ) -> None:
+        """End the turn once the user has been silent `endpoint_words_ms` (cancelled when
+        they speak again)."""
+        wait_s = self._config.endpoint_words_ms / 1000
+        await asyncio.sleep(max(0.0, speech_end_wall + wait_s - time.time()))
         if not self._answered and self._reply is reply:
             self._decide(_Decision(Kind.WORDS, time.time(), probability), audio, speech_end_wall)
 
@@ -362,11 +375,7 @@ class Conversation:
             if reply.failure is not None:
                 self._report_failure(reply, reply.failure)
             return
-        if decision.kind is Kind.SEMANTIC and words_continue(reply.transcript or ""):
-            # The voice sounded done, the words are not: wait for more (or the ceiling).
-            self._answered = False
-            self._decision = None
-            self._deps.emit(events.turn_pending(reply.turn_id, decision.probability, "words"))
+        if decision.kind is Kind.SEMANTIC and self._words_hold(reply, decision):
             return
         metrics = reply.metrics
         metrics.endpoint = decision.kind.value
@@ -378,6 +387,30 @@ class Conversation:
             self._metrics.speculation.labels(outcome=metrics.speculation).inc()
         self._history_before_reply = self.history.snapshot()
         reply.release()
+
+    def _words_hold(self, reply: ReplyTurn, decision: _Decision) -> bool:
+        """The voice sounded done; do the words say wait? Words that stop mid-phrase wait
+        for more (or the ceiling); an unsure ending waits `endpoint_words_ms`."""
+        transcript = reply.transcript or ""
+        if words_continue(transcript):
+            reason = "words"
+        elif self._config.endpoint_words_ms and unsure_ending(
+            transcript, reply.last_word_probability
+        ):
+            reason = "unsure word"
+            self._cancel_verdict()
+            self._verdict_task = asyncio.get_running_loop().create_task(
+                self._words_endpoint(
+                    reply, decision.probability, reply.audio, reply.speech_end_wall
+                ),
+                name=f"turn-{reply.turn_id}-words-endpoint",
+            )
+        else:
+            return False
+        self._answered = False
+        self._decision = None
+        self._deps.emit(events.turn_pending(reply.turn_id, decision.probability, reason))
+        return True
 
     # -- replies ------------------------------------------------------------------------
 

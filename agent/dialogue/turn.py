@@ -113,6 +113,8 @@ class ReplyTurn:
     held: bool = False
     metrics: TurnMetrics = field(default_factory=TurnMetrics)
     transcript: str | None = None
+    last_word_probability: float | None = None
+    """Of the transcript's last word, where Whisper scored it (see agent.turntaking.endpoint)."""
     spoken: list[SpokenChunk] = field(default_factory=list)
     reply_text: str = ""
     compute_s: float = 0.0
@@ -190,6 +192,7 @@ class ReplyTurn:
         self.metrics.stt_window_s = result.window_s
         self.metrics.stt_audio_ms = result.audio_s * 1000
         self.transcript = result.text.strip()
+        self.last_word_probability = result.last_word_probability
         if not self.transcript:
             return Outcome.NO_SPEECH
         self._emit(events.transcript(self.turn_id, self.transcript))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any
@@ -39,6 +40,8 @@ class Transcript:
     """Why the cut window's decode was not trusted and the full window decoded again."""
     decode_ms: float | None = None
     """Compute time of this transcription (both decodes when it fell back)."""
+    last_word_probability: float | None = None
+    """How sure Whisper is of the last word, where the transcriber was asked to score it."""
 
     @property
     def fell_back(self) -> bool:
@@ -62,14 +65,19 @@ class Transcriber:
         *,
         cut_window: bool = True,
         guard: WindowGuard | None = None,
+        score_last_word: Callable[[str], bool] | None = None,
     ) -> None:
         """`language`: Whisper's code, or None to detect it per utterance. `cut_window`
-        False: always faster-whisper's full 30 s window (the reference)."""
+        False: always faster-whisper's full 30 s window (the reference). `score_last_word`:
+        the transcripts whose last word's probability matters (to the endpoint: a word
+        Whisper made up in a pause can make a sentence cut mid-phrase read finished); it is
+        scored on cut-window decodes only."""
         self._model = model
         self._language = language
         self._executor = executor
         self._window = WhisperWindow(model) if cut_window else None
         self._guard = guard or WindowGuard()
+        self._score_last_word = score_last_word
         self._counts_lock = threading.Lock()
         self._cut = self._fell_back = 0
 
@@ -90,7 +98,11 @@ class Transcriber:
             frames = self._guard.window_frames(self._window.content_frames(samples.size))
             if frames is not None:
                 decode = self._window.decode(
-                    samples, frames, self._language, self._guard.token_limit(audio_s)
+                    samples,
+                    frames,
+                    self._language,
+                    self._guard.token_limit(audio_s),
+                    score_last_word=self._score_last_word,
                 )
                 fallback = self._guard.rejection(decode)
                 self._count(fell_back=fallback is not None)
@@ -102,6 +114,7 @@ class Transcriber:
                         audio_s=audio_s,
                         window_s=frames / FRAMES_PER_SECOND,
                         decode_ms=(time.perf_counter() - started) * 1000,
+                        last_word_probability=decode.last_word_probability if speech else None,
                     )
                 log.warning(
                     "speech recognition on a %.1f s window (%.1f s of audio) %s: "

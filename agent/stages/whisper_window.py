@@ -16,6 +16,7 @@ checked on every upgrade:
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,6 +46,10 @@ class WindowDecode:
     """Mean log probability per token, end of text included (as faster-whisper counts it)."""
     frames: int
     """Feature frames the encoder saw (100 per second)."""
+    last_word_probability: float | None = None
+    """How sure Whisper is of the text's last word: the mean probability of its tokens, marks
+    aside (a sentence's "." says how sure Whisper is that it ended, not of the word); None
+    when not asked for."""
 
     @property
     def hit_token_limit(self) -> bool:
@@ -84,23 +89,20 @@ class WhisperWindow:
         return int(samples // self._features.hop_length)
 
     def decode(
-        self, audio: np.ndarray, frames: int, language: str | None, max_new_tokens: int
+        self,
+        audio: np.ndarray,
+        frames: int,
+        language: str | None,
+        max_new_tokens: int,
+        *,
+        score_last_word: Callable[[str], bool] | None = None,
     ) -> WindowDecode:
         """Encode `audio` (float32, 16 kHz) in a window of `frames` feature frames (the
         audio's own, then zeros, as faster-whisper pads), then decode greedily.
-        `language` None: detected on this window (multilingual models)."""
-        import ctranslate2
-
-        features = self._features(audio)[:, :-1]  # the last frame is past the audio
-        if features.shape[1] > frames:
-            raise ValueError(f"audio needs {features.shape[1]} frames, window is {frames}")
-        if frames > FULL_WINDOW_FRAMES:
-            raise ValueError(f"a window holds at most {FULL_WINDOW_FRAMES} frames, not {frames}")
-        features = np.pad(features, ((0, 0), (0, frames - features.shape[1])))
-        storage = ctranslate2.StorageView.from_array(np.ascontiguousarray(features[None]))
-        # As faster-whisper does: on several GPUs the next call may run on another one.
-        to_cpu = self._ct2.device == "cuda" and len(self._ct2.device_index) > 1
-        encoded = self._ct2.encode(storage, to_cpu=to_cpu)
+        `language` None: detected on this window (multilingual models).
+        `score_last_word`: for the texts it is true of, the last word's probability is
+        computed too (a forced alignment: about 20 ms for Whisper base on 2 cores)."""
+        encoded, content = self._encode(audio, frames)
         probability = None
         if not self.multilingual:
             language = "en"  # as faster-whisper does for English-only models
@@ -123,8 +125,12 @@ class WhisperWindow:
         # CTranslate2 scores are log probabilities summed and divided by the length.
         logprob_sum = result.scores[0] * generated
         tokens = [t for t in result.sequences_ids[0] if t < tokenizer.eot]
+        text = tokenizer.decode(tokens).strip()
+        last_word = None
+        if score_last_word is not None and tokens and score_last_word(text):
+            last_word = self._word_probabilities(encoded, content, tokens, tokenizer)[-1][1]
         return WindowDecode(
-            text=tokenizer.decode(tokens).strip(),
+            text=text,
             language=language,
             language_probability=probability,
             no_speech_prob=float(result.no_speech_prob),
@@ -132,7 +138,53 @@ class WhisperWindow:
             token_limit=limit,
             avg_logprob=float(logprob_sum / (generated + 1)),
             frames=frames,
+            last_word_probability=last_word,
         )
+
+    def word_probabilities(
+        self, audio: np.ndarray, frames: int, language: str, text: str
+    ) -> list[tuple[str, float]]:
+        """How sure Whisper is of each word of `text` as the transcript of `audio`: the
+        forced alignment `decode` scores a last word with, for any text."""
+        encoded, content = self._encode(audio, frames)
+        _, _, tokenizer = self._prompt(language if self.multilingual else "en")
+        tokens = tokenizer.encode(" " + text.strip())
+        return self._word_probabilities(encoded, content, tokens, tokenizer)
+
+    def _encode(self, audio: np.ndarray, frames: int) -> tuple[Any, int]:
+        """The encoder's output for `audio` in a window of `frames`, and the frames of
+        audio in it."""
+        import ctranslate2
+
+        features = self._features(audio)[:, :-1]  # the last frame is past the audio
+        content = int(features.shape[1])
+        if content > frames:
+            raise ValueError(f"audio needs {content} frames, window is {frames}")
+        if frames > FULL_WINDOW_FRAMES:
+            raise ValueError(f"a window holds at most {FULL_WINDOW_FRAMES} frames, not {frames}")
+        features = np.pad(features, ((0, 0), (0, frames - content)))
+        storage = ctranslate2.StorageView.from_array(np.ascontiguousarray(features[None]))
+        # As faster-whisper does: on several GPUs the next call may run on another one.
+        to_cpu = self._ct2.device == "cuda" and len(self._ct2.device_index) > 1
+        return self._ct2.encode(storage, to_cpu=to_cpu), content
+
+    def _word_probabilities(
+        self, encoded: Any, content: int, tokens: list[int], tokenizer: Any
+    ) -> list[tuple[str, float]]:
+        """Words of `tokens` with their tokens' mean probability given the audio, marks
+        aside. A word starts at a token that starts with a space, as faster-whisper splits
+        words; a mark stays with the word before it, unscored."""
+        aligned = self._ct2.align(encoded, tokenizer.sot_sequence, [tokens], content)[0]
+        words: list[tuple[str, list[float]]] = []
+        for token, probability in zip(tokens, aligned.text_token_probs, strict=True):
+            piece = tokenizer.decode([token])
+            scored = [probability] if any(c.isalnum() for c in piece) else []
+            if not words or (piece.startswith(" ") and scored):
+                words.append((piece.strip(), scored))
+            else:
+                word, probabilities = words[-1]
+                words[-1] = (word + piece, probabilities + scored)
+        return [(word, float(np.mean(p)) if p else 1.0) for word, p in words]
 
     def _detect_language(self, encoded: Any) -> tuple[str, float]:
         best_token, probability = self._ct2.detect_language(encoded)[0][0]
