@@ -57,6 +57,12 @@ class MicrophoneTrack(MediaStreamTrack):
         self._pending.append((audio, on_sent))
         self._idle.clear()
 
+    @property
+    def queued_s(self) -> float:
+        """Seconds of audio still to send (the clip being sent and those queued after it)."""
+        current = 0 if self._current is None else self._current.size - self._offset
+        return (current + sum(pcm.size for pcm, _ in self._pending)) / MIC_RATE
+
     async def wait_sent(self) -> None:
         await self._idle.wait()
 

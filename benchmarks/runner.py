@@ -35,6 +35,10 @@ OFFSET_SETTINGS = onset.OnsetSettings(hangover_ms=400.0)
 than the time the agent needs to answer the interruption)."""
 
 
+class SessionLost(Exception):
+    """The session stopped carrying audio: its remaining turns are not run."""
+
+
 @dataclass(frozen=True)
 class RunSettings:
     url: str
@@ -51,6 +55,9 @@ class RunSettings:
     seed: int = 0
     token: str | None = None
     """The server's access token, when it has one."""
+    mic_stall_s: float = 15.0
+    """A clip not sent this long after its due time: the session is lost (a closed
+    connection stops pulling the microphone's frames)."""
 
 
 @dataclass
@@ -96,6 +103,11 @@ class TurnResult:
     detection (barge-in threshold, uplink, VAD) plus the data channel's delivery."""
     attempts: int = 1
     events: list[tuple[float, str]] = field(default_factory=list)
+    heard_user: str | None = None
+    """The server's transcript of the user (the last one of the turn)."""
+    reply: str | None = None
+    """What the agent's LLM wrote for the turn (its `agent_text` deltas), for reading the
+    words behind a figure: a real small model's reply may be long or off the point."""
     """(ms after the end of speech at the client, type) of every event of the turn."""
 
     def as_dict(self) -> dict[str, Any]:
@@ -173,7 +185,18 @@ class SessionDriver:
                 loop.call_soon_threadsafe(sent.set_result, (start, end))
 
         self.client.mic.play(utterance.pcm, utterance.rate, on_sent=on_sent)
-        return await sent
+        # The clip and whatever was queued before it, in real time, and a margin: a mic
+        # that stopped (a closed connection stops pulling frames) must not hang the bench.
+        limit = self.client.mic.queued_s + self.settings.mic_stall_s
+        try:
+            async with asyncio.timeout(limit):
+                return await sent
+        except TimeoutError:
+            raise SessionLost(
+                f"session {self.session}: the microphone sent nothing for {limit:.0f} s "
+                f"(connection {self.client.pc.connectionState}; last events: "
+                f"{[e.data.get('type') for e in self.client.events[-5:]]})"
+            ) from None
 
     @staticmethod
     def speech_end_wall(utterance: Utterance, sent: tuple[float, float]) -> float:
@@ -218,6 +241,7 @@ class SessionDriver:
             result.status = f"error: {metrics.get('message')}"
         else:
             result.server = {k: v for k, v in metrics.items() if k != "type"}
+            result.heard_user, result.reply = said_in(events, metrics.get("turn"))
         heard = agent_onset_after(self.client, sent[0], speech_end)
         result.agent_onset = heard
         if heard is not None:
@@ -328,21 +352,44 @@ class SessionDriver:
             results.append(result)
             self.on_turn(result)
 
-        for i in range(self.settings.warmup):
-            record(await self.turn(order[i % len(order)], "warmup", i))
-        for i in range(self.settings.turns):
-            record(await self.turn(order[(self.settings.warmup + i) % len(order)], "turn", i))
-        pick = 0
-        for i in range(self.settings.barge_ins):
-            for attempt in range(1, self.settings.barge_in_attempts + 1):
-                first, second = order[pick % len(order)], order[(pick + 1) % len(order)]
-                pick += 2
-                result = await self.barge_in(first, second, i)
-                result.attempts = attempt
-                if result.status not in ("not_interrupted", "agent_already_silent"):
-                    break
-            record(result)
+        try:
+            for i in range(self.settings.warmup):
+                record(await self.turn(order[i % len(order)], "warmup", i))
+            for i in range(self.settings.turns):
+                record(await self.turn(order[(self.settings.warmup + i) % len(order)], "turn", i))
+            pick = 0
+            for i in range(self.settings.barge_ins):
+                for attempt in range(1, self.settings.barge_in_attempts + 1):
+                    first, second = order[pick % len(order)], order[(pick + 1) % len(order)]
+                    pick += 2
+                    result = await self.barge_in(first, second, i)
+                    result.attempts = attempt
+                    if result.status not in ("not_interrupted", "agent_already_silent"):
+                        break
+                record(result)
+        except SessionLost as lost:
+            # The rest of this session's turns cannot run; the other sessions go on, and
+            # the report counts this one as lost (a turn of its own with the reason).
+            log.error("%s", lost)
+            lost_turn = TurnResult(self.sessions, self.session, "turn", len(results), "", False)
+            lost_turn.status = "session_lost"
+            record(lost_turn)
         return results
+
+
+def said_in(events: Sequence[ClientEvent], turn_id: Any) -> tuple[str | None, str | None]:
+    """The turn's last transcript and its reply text, from its events."""
+    transcripts = [
+        str(e.data.get("text"))
+        for e in events
+        if e.data.get("type") == "transcript" and e.data.get("turn") == turn_id
+    ]
+    deltas = [
+        str(e.data.get("delta"))
+        for e in events
+        if e.data.get("type") == "agent_text" and e.data.get("turn") == turn_id
+    ]
+    return (transcripts[-1] if transcripts else None), ("".join(deltas) if deltas else None)
 
 
 async def run_sessions(

@@ -4,6 +4,7 @@ real client against the app with the tiny synthetic models."""
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import sys
 from pathlib import Path
@@ -237,6 +238,8 @@ async def test_bench_against_the_tiny_app_with_a_token(
         # receipt of agent_speech_start (sent with the reply's first frame; the audio also
         # crosses the receive jitter buffer) and is not a later word of the reply.
         assert 0 < t["event_downlink_ms"] < EVENT_TO_EAR_MAX_MS, t
+        # The words behind the figures: what the server heard, what the agent wrote.
+        assert t["heard_user"] and t["reply"], t
     # Both directions of the transport take time (single turns may be off by the few ms
     # between the client's and the server's ideas of where speech ended).
     assert np.median([t["uplink_ms"] for t in ok]) > 0
@@ -308,3 +311,23 @@ def test_report_without_matplotlib_writes_json_and_markdown(
     (notice,) = capsys.readouterr().err.strip().splitlines()
     assert "matplotlib" in notice and "pip install" in notice
     assert not list(tmp_path.glob("*.png"))
+
+
+async def test_a_session_whose_microphone_stops_is_lost_not_hung(
+    default_corpus: list[corpus.Utterance],
+) -> None:
+    """A client whose connection no longer pulls its microphone's frames (here: it never
+    connected): the driver gives up on the session after the clip's time and the margin,
+    and records it as lost, instead of waiting for ever (a 2-session bench hung so)."""
+    from benchmarks.peer import AgentClient
+    from benchmarks.runner import RunSettings, SessionDriver
+
+    client = AgentClient("http://127.0.0.1:9")
+    settings = RunSettings(url=client.base_url, turns=3, warmup=1, mic_stall_s=0.2)
+    utterance = default_corpus[0]
+    driver = SessionDriver(client, settings, 0, 1, lambda _: None)
+    try:
+        results = await asyncio.wait_for(driver.run([utterance]), timeout=utterance.duration_s + 5)
+    finally:
+        await client.close(hang_up=False)
+    assert [r.status for r in results] == ["session_lost"]
