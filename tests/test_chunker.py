@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.stages.chunker import SpeechChunker, clean_for_speech
+from agent.stages.chunker import SpeechChunker, clean_for_speech, ends_sentence
 
 
 def chunk_all(deltas: list[str], **kwargs: int) -> list[str]:
@@ -26,7 +26,9 @@ def tokens(text: str) -> list[str]:
 
 
 def no_space(text: str) -> str:
-    return "".join(text.split())
+    """The text without whitespace, and without periods: the chunker gives a line that has
+    no mark of its own one."""
+    return "".join(text.split()).replace(".", "")
 
 
 MARKDOWN_REPLY = (
@@ -49,6 +51,21 @@ TEXTS = [
     MARKDOWN_REPLY,
     "I think—honestly—it's fine. Paris is the capital of France; it's lovely: truly.",
 ]
+
+
+def test_a_line_of_its_own_is_a_sentence() -> None:
+    """A list's items end no sentence with a mark; said as sentences, they count against the
+    reply's cap (a list used to run to the token ceiling in one breath)."""
+    text = "Here are some ideas:\n\n1. Pasta with tomato sauce\n2. Grilled chicken,\n- Soup\n"
+    chunks = chunk_all(tokens(text))
+    assert chunks == [
+        "Here are some ideas:",
+        "Pasta with tomato sauce.",
+        "Grilled chicken,",
+        "Soup.",
+    ]
+    assert [ends_sentence(c) for c in chunks] == [False, True, False, True]
+    assert chunk_all(tokens("Ends with no line break")) == ["Ends with no line break"]
 
 
 def test_first_chunk_cut_at_a_comma() -> None:
@@ -110,12 +127,12 @@ def test_ellipsis_before_a_capital_ends_a_sentence() -> None:
 def test_markdown_and_emoji_are_removed() -> None:
     assert chunk_all(tokens(MARKDOWN_REPLY)) == [
         "Sure! Here's a quick overview:",
-        "Fruit",
+        "Fruit.",
         "Apples are crisp, e.g. Honeycrisp.",
         "Pears cost $3.5 per kg.",
         "Ask Dr. Smith about pip install.",
         "See the docs, please.",
-        "print(1)",
+        "print(1).",
         "That's all!",
         "Anything else more?",
     ]
@@ -164,9 +181,9 @@ def test_chunks_concatenate_to_the_cleaned_text(text: str) -> None:
 
 def test_flush_resets_for_the_next_stream() -> None:
     chunker = SpeechChunker()
-    assert chunker.push("# Title\nfirst reply") == ["Title"]
+    assert chunker.push("# Title\nfirst reply") == ["Title."]
     assert chunker.flush() == ["first reply"]
-    assert chunker.push("# Again\n") == ["Again"]
+    assert chunker.push("# Again\n") == ["Again."]
     assert chunker.flush() == []
 
 

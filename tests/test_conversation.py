@@ -449,6 +449,21 @@ async def test_the_reply_ends_after_its_sentence_cap(make: Make) -> None:
     assert metrics["reply_sentences"] == 2 and metrics["finish_reason"] == "enough"
 
 
+async def test_a_list_reply_ends_after_its_sentence_cap(make: Make) -> None:
+    """A list's items have no marks; each one counts as a sentence."""
+    h = make(ConversationConfig(max_reply_sentences=2))
+    h.chat.reply = "Some ideas:\n1. Pasta with sauce\n2. Grilled chicken\n3. Soup\n4. Rice\n"
+    await h.play(SPEECH, 0.6)
+    await h.play(SILENCE, 0.5)
+    await h.turn_done()
+    assert h.conversation.history.messages[-1]["content"] == (
+        "Some ideas: Pasta with sauce. Grilled chicken."
+    )
+    assert h.chat.stopped_early == 1
+    (metrics,) = h.log.of("turn_metrics")
+    assert metrics["reply_sentences"] == 2 and metrics["finish_reason"] == "enough"
+
+
 async def test_a_reply_cut_by_the_token_ceiling_drops_its_unfinished_sentence(
     make: Make,
 ) -> None:

@@ -90,7 +90,8 @@ def _is_dropped_symbol(char: str) -> bool:
 
 def ends_sentence(chunk: str) -> bool:
     """Does this chunk end a sentence (not only a clause)? Chunks are cut after sentence
-    marks, clause marks, dashes or `first_max_words`; only the first kind ends a sentence."""
+    marks, clause marks, dashes, line breaks or `first_max_words`; only the first kind ends
+    a sentence, and a line without a mark of its own is given a period."""
     return chunk.rstrip(CLOSERS + " ")[-1:] in SENTENCE_MARKS
 
 
@@ -115,7 +116,7 @@ class SpeechChunker:
         self._pending += delta
         chunks: list[str] = []
         while (cut := self._find_cut()) is not None:
-            self._emit(self._pending[:cut], chunks)
+            self._emit(self._pending[:cut], chunks, ends_line=self._pending[cut] == "\n")
             self._pending = self._pending[cut:]
         return chunks
 
@@ -134,9 +135,17 @@ class SpeechChunker:
         self._first = True
         return chunks
 
-    def _emit(self, raw: str, chunks: list[str]) -> None:
+    def _emit(self, raw: str, chunks: list[str], *, ends_line: bool = False) -> None:
         chunk = _clean(raw, at_line_start=self._at_text_start)
         self._at_text_start = False
+        if (
+            chunk
+            and ends_line
+            and chunk.rstrip(CLOSERS)[-1:] not in (SENTENCE_MARKS + CLAUSE_MARKS + DASHES)
+        ):
+            # A line of its own (a list item, a heading) is said as a sentence, and counts
+            # as one against the reply's cap: a list used to run to the token ceiling.
+            chunk += "."
         if chunk:
             chunks.append(chunk)
             self._first = False
