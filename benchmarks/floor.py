@@ -32,8 +32,8 @@ import numpy as np
 from agent.app.runtime import Runtime, session_vad
 from agent.audio import STT_RATE, Int16Array, resample_pcm
 from agent.config import AppConfig, ConversationConfig, ModelConfig
-from agent.dialogue.conversation import TurnModel
 from agent.dialogue.history import ChatHistory
+from agent.dialogue.listening import TurnModel
 from agent.stages.chunker import SpeechChunker
 from agent.stages.llm import ChatBackend
 from agent.stages.stt import Transcriber

@@ -19,7 +19,8 @@ import pytest_asyncio
 
 from agent.audio import Int16Array
 from agent.config import ConversationConfig
-from agent.dialogue.conversation import Conversation, Listening
+from agent.dialogue.conversation import Conversation
+from agent.dialogue.listening import Listening
 from agent.dialogue.turn import TurnDeps
 from agent.events import TurnMetrics
 from agent.metrics import Metrics

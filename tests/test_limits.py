@@ -16,7 +16,8 @@ from aiohttp.test_utils import make_mocked_request
 
 from agent.app.runtime import session_vad
 from agent.config import ConversationConfig, ServerConfig
-from agent.dialogue.conversation import Conversation, Listening
+from agent.dialogue.conversation import Conversation
+from agent.dialogue.listening import Listening
 from agent.dialogue.turn import TurnDeps
 from agent.metrics import Metrics
 from agent.transport.lifetime import Lifetime

@@ -13,7 +13,8 @@ from typing import Any
 import numpy as np
 
 from agent.config import AppConfig, ConversationConfig
-from agent.dialogue.conversation import Conversation, Listening
+from agent.dialogue.conversation import Conversation
+from agent.dialogue.listening import Listening
 from agent.dialogue.turn import TurnDeps
 from agent.metrics import Metrics
 from agent.models import ModelError
