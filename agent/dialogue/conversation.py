@@ -107,6 +107,7 @@ class Conversation:
     async def aclose(self) -> None:
         self._listener.cancel()
         await asyncio.gather(self._listener, return_exceptions=True)
+        await self._overlap.aclose()
         self._cancel_reply()
         await self._retiring.aclose()
         await self._stages.aclose()

@@ -100,6 +100,12 @@ class OverlapJudge:
         self.current: Overlap | None = None
         """The overlap being judged, if any."""
 
+    async def aclose(self) -> None:
+        """Cancel and await the overlap's transcription, if one runs (the session ends)."""
+        overlap, self.current = self.current, None
+        if overlap is not None:
+            await _cancel(overlap.transcribing)
+
     def begin(self, reply: ReplyTurn, *, resumed: bool) -> None:
         """Over the agent's voice: pause it, and judge what this is."""
         if resumed:
