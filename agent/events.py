@@ -104,6 +104,9 @@ class TurnMetrics:
     still being prepared; "none": no speculation."""
     reply_sentences: int | None = None
     finish_reason: str | None = None
+    reply_retried: bool = False
+    """The reply began by copying what was just said and was asked for again
+    (agent/dialogue/copying.py)."""
     interrupted: bool = False
 
     STAGES = (

@@ -450,6 +450,29 @@ async def test_the_reply_ends_after_its_sentence_cap(make: Make) -> None:
     assert metrics["reply_sentences"] == 2 and metrics["finish_reason"] == "enough"
 
 
+async def test_a_reply_that_copies_an_earlier_one_is_asked_for_again_without_them(
+    make: Make,
+) -> None:
+    """The scripted model says the same thing every turn, as SmolLM2 did once its history
+    held two alike replies: the second turn's first chunk is a copy, so the reply is asked
+    for again without the earlier turns, and only that one is spoken."""
+    h = make()
+    h.transcriber.texts = ["Hello there", "Play some music"]
+    h.chat.reply = "Sure, I can help with that. It is sunny today."
+    for _ in range(2):
+        await h.play(SPEECH, 0.6)
+        await h.play(SILENCE, 0.5)
+        await h.turn_done()
+    first, second, retry = h.chat.prompts
+    assert len(first) == 2 and len(second) == 4
+    assert retry == [second[0], {"role": "user", "content": "Play some music"}]
+    metrics = h.log.of("turn_metrics")
+    assert [m["reply_retried"] for m in metrics] == [False, True]
+    spoken = [e["delta"] for e in h.log.of("agent_text") if e["turn"] == metrics[1]["turn"]]
+    assert "".join(spoken).count("Sure, I can help with that.") == 1  # the copy was not said
+    assert h.conversation.history.messages[-1]["content"] == h.chat.reply
+
+
 async def test_a_list_reply_ends_after_its_sentence_cap(make: Make) -> None:
     """A list's items have no marks; each one counts as a sentence."""
     h = make(ConversationConfig(max_reply_sentences=2))

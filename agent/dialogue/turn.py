@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import logging
 import time
 from collections.abc import Callable
 from concurrent.futures import Executor
@@ -26,15 +27,18 @@ import numpy as np
 
 from agent import events
 from agent.audio import Int16Array
+from agent.dialogue.copying import copies, said_before, without_earlier_turns
 from agent.dialogue.history import ChatHistory
 from agent.events import TurnMetrics
 from agent.stages.chunker import SpeechChunker, ends_sentence
-from agent.stages.deadlines import StageRunner
+from agent.stages.deadlines import Deadline, StageRunner
 from agent.stages.llm import DeltaCallback, Generation, Message
 from agent.stages.stt import Transcript
 from agent.stages.tts import Synthesizer
 from agent.threads import run_in
 from agent.transport.playout import AgentAudioTrack
+
+log = logging.getLogger(__name__)
 
 EmitEvent = Callable[[dict[str, Any]], None]
 
@@ -219,17 +223,26 @@ class ReplyTurn:
         chunker = SpeechChunker()
         # The LLM fails only when it stops making progress: a long reply is not a stall.
         deadline = self.stages.deadline()
-        over = False
-        sentences = 0
+        over = copied = False
+        sentences = chunked = 0
         cap = self.settings.max_sentences
+        assert self.transcript is not None
+        prompt = self.history.prompt_with(self.transcript)
+        retry = without_earlier_turns(prompt)
+        # A first turn has no earlier turns to leave out: asked again, it would say the same.
+        earlier: list[str] | None = said_before(prompt) if retry != prompt else None
 
         def on_delta(delta: str) -> bool:
-            nonlocal sentences
-            if over or (cap and sentences >= cap):
+            nonlocal sentences, chunked, copied
+            if over or copied or (cap and sentences >= cap):
                 return True  # a token still in flight after the cap or the deadline
             deadline.extend()
             self.reply_text += delta
             for chunk in chunker.push(delta):
+                if not chunked and earlier is not None and copies(chunk, earlier):
+                    copied = True  # nothing of it was spoken: ask again (agent.dialogue.copying)
+                    return True
+                chunked += 1
                 self._chunk_ready(chunks, chunk)
                 if ends_sentence(chunk):
                     sentences += 1
@@ -237,23 +250,22 @@ class ReplyTurn:
                         return True
             return False
 
-        assert self.transcript is not None
         started = time.perf_counter()
         try:
-            try:
-                generation = await self.stages.run(
-                    self.deps.chat.generate(
-                        self.history.prompt_with(self.transcript),
-                        on_delta,
-                        self.settings.max_tokens,
-                        conversation=self.history,
-                    ),
-                    name=self._stage_name("llm"),
-                    deadline=deadline,
-                    waiting_for="token",
+            generation = await self._generate(prompt, on_delta, deadline)
+            if copied:
+                log.warning(
+                    "turn %d: the reply began %r, a copy of what was said before: asked again "
+                    "without the earlier turns",
+                    self.turn_id,
+                    self.reply_text[:80],
                 )
-            except Exception as exc:
-                raise StageError("language model", exc) from exc
+                self.metrics.reply_retried = True
+                chunker.discard()
+                self.reply_text, copied, earlier = "", False, None
+                dropped = generation.dropped_messages
+                generation = await self._generate(retry, on_delta, deadline)
+                generation.dropped_messages = dropped
             if generation.finish_reason == "length" and sentences > 0:
                 chunker.discard()  # the ceiling cut a sentence short: do not say half of it
             elif not (cap and sentences >= cap):
@@ -272,6 +284,21 @@ class ReplyTurn:
         self.metrics.finish_reason = generation.finish_reason
         if generation.first_token_at is not None:
             self.metrics.llm_first_token_ms = self._ms_since_speech_end(generation.first_token_at)
+
+    async def _generate(
+        self, prompt: list[Message], on_delta: DeltaCallback, deadline: Deadline
+    ) -> Generation:
+        try:
+            return await self.stages.run(
+                self.deps.chat.generate(
+                    prompt, on_delta, self.settings.max_tokens, conversation=self.history
+                ),
+                name=self._stage_name("llm"),
+                deadline=deadline,
+                waiting_for="token",
+            )
+        except Exception as exc:
+            raise StageError("language model", exc) from exc
 
     def _chunk_ready(self, chunks: asyncio.Queue[str | None], chunk: str) -> None:
         if self.metrics.first_chunk_ms is None:
