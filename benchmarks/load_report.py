@@ -32,8 +32,8 @@ def markdown(data: dict[str, Any]) -> str:
         "",
         f"Machine: {machine.one_line(meta['machine'])}; load average at the start "
         f"{meta['machine'].get('load_average')}. {meta['note']}",
-        f"Command: `{meta['command']}`. Models: profile **{meta['profile']}** (synthetic "
-        "weights: timings are real, words are not). The server runs as its own process "
+        f"Command: `{meta['command']}`. Models: profile **{meta['profile']}** "
+        f"({machine.models_note(meta['profile'])}). The server runs as its own process "
         f"(`voice-agent serve`, --max-sessions {load['settings']['cap']}); the clients run in "
         "the benchmark's process on the same cores.",
         "",

@@ -114,4 +114,15 @@ def one_line(machine: dict[str, Any]) -> str:
     )
 
 
-__all__ = ["describe", "one_line"]
+__all__ = ["describe", "models_note", "one_line"]
+
+
+def models_note(profile: str) -> str:
+    """What a figure from this profile's models says: real weights, or timings only."""
+    if profile == "small":
+        return (
+            "real models: Whisper base int8, SmolLM2-135M-Instruct Q4_1, Piper joe, Smart Turn v3.2"
+        )
+    if profile == "tiny":
+        return "synthetic weights: the timings are real, the words are not"
+    return "the models the directory holds (synthetic ones time honestly, say nothing else)"

@@ -282,8 +282,8 @@ def markdown(data: dict[str, Any]) -> str:
         "",
         f"Machine: {machine.one_line(meta['machine'])}; load average at the start "
         f"{meta['machine'].get('load_average')}. {meta['note']}",
-        f"Command: `{meta['command']}`. Models: profile **{meta['profile']}** (synthetic "
-        "weights: the timings are real, the words are not). Server and client in one process.",
+        f"Command: `{meta['command']}`. Models: profile **{meta['profile']}** "
+        f"({machine.models_note(meta['profile'])}). Server and client in one process.",
         "",
         f"RSS growth after the {settings['warmup']} warm-up cycles: **{s['rss_growth_mb']} MB** "
         f"(least-squares slope {s['rss_slope_mb_per_100_cycles']} MB per 100 cycles). "

@@ -128,6 +128,17 @@ def test_the_committed_haproxy_config_is_the_rendered_one_and_valid() -> None:
     assert check.returncode == 0, check.stdout + check.stderr
 
 
+def test_the_image_compiles_the_pinned_llama_cpp_portably() -> None:
+    """The Dockerfile installs llama-cpp-python before the code (so a code change does not
+    recompile it): at the version pyproject.toml pins, for a portable instruction set."""
+    dockerfile = (DEPLOY / "Dockerfile").read_text()
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    (pin,) = re.findall(r'"llama-cpp-python==([\d.]+)"', pyproject)
+    assert f'"llama-cpp-python[server]=={pin}"' in dockerfile
+    (default,) = re.findall(r'^ARG CMAKE_ARGS="([^"]*)"', dockerfile, re.MULTILINE)
+    assert "-DGGML_NATIVE=OFF" in default
+
+
 def test_the_compose_file_matches_the_haproxy_config() -> None:
     compose = yaml.safe_load((DEPLOY / "compose.yaml").read_text())
     services = compose["services"]
