@@ -121,8 +121,9 @@ UNSURE_LAST_WORD = 0.5
 """A last word below this probability (its tokens' mean, marks aside) may be made up. The
 made-up "it" above scored 0.33 to 0.42 at pauses of 100 to 300 ms. Of 90 complete sentences
 (espeak-ng voices and Piper joe, Whisper base's own greedy transcripts), 10 ended in a word
-below 0.5, 2 of them statements whose words before it stop mid-phrase ("... under the
-stars almost every night." at 0.43): those wait `endpoint_words_ms` for nothing."""
+below 0.5; of those, 2 were questions whose words before it stop mid-phrase (exempt), 1 ended
+in "..." (held anyway), and 1 is a statement that waits `endpoint_words_ms` for nothing ("...
+under the stars almost every night.", "night" at 0.43)."""
 
 _WORD = re.compile(r"[a-z0-9']+")
 """Words, numbers among them: Whisper writes "eight" as "8", and "at 8 to 9." ends on "9"."""
