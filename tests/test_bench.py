@@ -16,9 +16,9 @@ import pytest
 from agent.audio import OUTPUT_RATE
 from agent.config import AppConfig, ConversationConfig, ModelConfig, ServerConfig
 from benchmarks import cli, corpus, report
+from benchmarks.ear import Timeline
 from benchmarks.harness import ONE_ADDRESS_FLAGS, free_port
 from benchmarks.peer import ReceivedAudio
-from benchmarks.runner import Timeline
 from tests.conftest import ServerFactory
 from tests.test_transport import RecordingPipeline
 

@@ -24,8 +24,8 @@ from agent.models.device import detect_device
 from agent.models.loaders import load_piper
 from agent.stages.tts.piper import PiperSynthesizer
 from agent.turntaking.endpoint import words_continue
+from benchmarks.ear import Timeline, agent_onset_after
 from benchmarks.peer import AgentClient
-from benchmarks.runner import Timeline, agent_onset_after
 from benchmarks.wer import NORMALISE, word_error_rate, word_errors
 from tests.conftest import ServerFactory
 

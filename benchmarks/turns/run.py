@@ -21,8 +21,9 @@ import aiohttp
 
 from agent.audio import OUTPUT_RATE
 from benchmarks import onset
+from benchmarks.ear import Timeline, quiet_threshold
 from benchmarks.peer import AgentClient
-from benchmarks.runner import RunSettings, SessionDriver, Timeline, quiet_threshold
+from benchmarks.runner import RunSettings, SessionDriver
 from benchmarks.turns.corpus import Case
 from benchmarks.turns.echo import EchoMicrophone
 from benchmarks.turns.score import ANSWER_WITHIN_MS
