@@ -6,9 +6,10 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import functools
+import threading
 from collections.abc import Callable
-from concurrent.futures import Executor
-from typing import ParamSpec, TypeVar
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from typing import Any, ParamSpec, TypeVar
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -45,3 +46,33 @@ async def wait_uncancelled(
             future.exception()  # retrieved: the cancel takes precedence
         raise asyncio.CancelledError
     return future.result()
+
+
+class CountingExecutor(ThreadPoolExecutor):
+    """A thread pool that knows whether any of its calls is queued or running: the LLM
+    takes every core for a prompt only while the other models are idle."""
+
+    def __init__(self, max_workers: int, thread_name_prefix: str) -> None:
+        super().__init__(max_workers, thread_name_prefix=thread_name_prefix)
+        self._count_lock = threading.Lock()
+        self._in_flight = 0
+
+    @property
+    def busy(self) -> bool:
+        return self._in_flight > 0
+
+    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
+        with self._count_lock:
+            self._in_flight += 1
+        try:
+            future = super().submit(fn, *args, **kwargs)
+        except BaseException:
+            self._done()
+            raise
+        # A done callback runs for a call cancelled before it started, too.
+        future.add_done_callback(lambda _: self._done())
+        return future
+
+    def _done(self) -> None:
+        with self._count_lock:
+            self._in_flight -= 1

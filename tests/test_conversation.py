@@ -237,6 +237,25 @@ async def test_a_turn_that_sounds_unfinished_but_reads_finished_ends_sooner(
     assert 600 <= metrics["endpoint_ms"] < 900, metrics
 
 
+async def test_a_turn_the_model_is_sure_goes_on_waits_the_ceiling_whatever_the_words(
+    make: Make,
+) -> None:
+    """Whisper wrote "We visited Paris, Rome," and a pause as a finished sentence; Smart Turn
+    was sure it went on (0.016, below SURE_INCOMPLETE): the words do not end it early."""
+    h = make(
+        ConversationConfig(endpoint_max_ms=1500, endpoint_words_ms=600),
+        turn_model=ScriptedTurnModel([0.016]),
+    )
+    h.transcriber.texts = ["We visited Paris, Rome."]
+    await h.play(SPEECH, 0.6)
+    await h.play(SILENCE, 1.0)
+    assert not h.log.of("turn_metrics") and not h.track.writes
+    await h.play(SILENCE, 0.8)
+    await h.turn_done()
+    (metrics,) = h.log.of("turn_metrics")
+    assert metrics["endpoint"] == "ceiling" and metrics["endpoint_ms"] >= 1500, metrics
+
+
 async def test_words_that_stop_mid_phrase_hold_a_turn_that_sounded_complete(make: Make) -> None:
     h = make(turn_model=ScriptedTurnModel([0.9]))
     h.transcriber.texts = ["I'd like to book a table for", "I'd like to book a table for four."]
@@ -480,8 +499,10 @@ async def test_a_list_reply_ends_after_its_sentence_cap(make: Make) -> None:
     await h.play(SPEECH, 0.6)
     await h.play(SILENCE, 0.5)
     await h.turn_done()
+    # The history keeps the model's own words up to the last chunk said (what its context
+    # holds, so the next turn evaluates only the new words), not the chunks as spoken.
     assert h.conversation.history.messages[-1]["content"] == (
-        "Some ideas: Pasta with sauce. Grilled chicken."
+        "Some ideas:\n1. Pasta with sauce\n2. Grilled chicken"
     )
     assert h.chat.stopped_early == 1
     (metrics,) = h.log.of("turn_metrics")

@@ -7,6 +7,7 @@ import pytest
 from agent.turntaking.endpoint import (
     UNSURE_LAST_WORD,
     EndpointPolicy,
+    dangling_question,
     hangs_on_last_word,
     unsure_ending,
     words_continue,
@@ -39,7 +40,7 @@ def test_words_that_stop_mid_phrase_continue(transcript: str) -> None:
     "transcript",
     [
         "Paris.",
-        "What are you waiting for?",
+        "What time is it in Tokyo?",
         "Four people at 8 to 9.",
         "It costs 20.",
         "No.",
@@ -84,3 +85,15 @@ def test_a_last_word_whisper_is_unsure_of_is_an_unsure_ending() -> None:
     # One word: nothing before it to decide.
     assert not hangs_on_last_word("Paris.")
     assert words_finished("Paris.", 0.2)
+
+
+def test_a_question_that_ends_on_a_word_that_goes_on_is_an_unsure_ending() -> None:
+    """Whisper heard "Can you tell me the way to" and a pause as a question (Smart Turn
+    0.77 at it): not finished, so neither the prosody nor the words end it at once; "What
+    are you waiting for?" ends the same way, so it waits `endpoint_words_ms`, no longer."""
+    for cut in ("Can you tell me the way to?", "What is the best way to?"):
+        assert dangling_question(cut) and unsure_ending(cut, None)
+        assert not words_continue(cut) and not words_finished(cut)
+    assert dangling_question("What are you waiting for?")
+    assert not dangling_question("What is the capital of France?")
+    assert not dangling_question("I'd like to book a table for")  # not a question: it continues

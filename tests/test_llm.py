@@ -16,6 +16,7 @@ from agent.dialogue.history import ChatHistory
 from agent.models.device import detect_device
 from agent.models.loaders import load_llama
 from agent.models.resolve import resolve_models
+from agent.stages.chunker import SpeechChunker
 from agent.stages.llm import Generation
 from agent.stages.llm.llama import ChatModel
 
@@ -41,6 +42,69 @@ async def test_second_turn_reuses_the_evaluated_prefix(chat: ChatModel) -> None:
     assert second.prompt_tokens > first.prompt_tokens
     # Only the new turn (and the previous reply's tail) is evaluated, not the whole history.
     assert second.prompt_tokens_evaluated < second.prompt_tokens - first.prompt_tokens // 2
+
+
+@pytest.mark.slow
+async def test_a_reply_kept_in_the_models_words_leaves_only_the_new_turn_to_evaluate(
+    small_models: Path,
+) -> None:
+    """With the real SmolLM2: the history keeps a reply as the model wrote it, up to the end
+    of its last spoken chunk (as ReplyTurn does), so the next prompt shares the context's
+    tokens up to there; the chunks as said (cleaned, joined) used to differ from them, and
+    the whole previous reply was evaluated again (about 40 tokens, 200 ms on one core)."""
+    resolved = resolve_models(ModelConfig(models_dir=small_models, profile="small", offline=True))
+    llama = load_llama(resolved.llm, 2048, detect_device("cpu"))
+    chat = ChatModel(llama, max_reply_tokens=60, temperature=0.0)  # the same reply twice
+    evaluated: dict[str, int] = {}
+    try:
+        for kept_as in ("written", "said"):
+            history = ChatHistory("You are a helpful assistant.")
+            history.add_user("List five fruits, one per line, with their colours.")
+            chunker = SpeechChunker()
+            spans: list[tuple[str, int]] = []
+            first = await chat.generate(
+                history.for_prompt(), lambda d, c=chunker, s=spans: s.extend(c.push_spans(d))
+            )
+            spans.extend(chunker.flush_spans())
+            assert spans, first.text
+            if kept_as == "written":
+                history.add_assistant(first.text[: spans[-1][1]].rstrip())
+            else:
+                history.add_assistant(" ".join(chunk for chunk, _ in spans))
+            history.add_user("And which one is the warmest?")
+            second = await chat.generate(history.for_prompt(), lambda _: None, max_tokens=4)
+            evaluated[kept_as] = second.prompt_tokens_evaluated
+    finally:
+        chat.close()
+    system = [{"role": "system", "content": "You are a helpful assistant."}]
+    user = {"role": "user", "content": "And which one is the warmest?"}
+    user_turn = len(chat.render([*system, user])) - len(chat.render(system))
+    # The new user message with its framing, the reply's end-of-message marker, and its last
+    # sampled token (llama.cpp never evaluates it when the reply is cut by length).
+    assert evaluated["written"] <= user_turn + 6, evaluated
+    # Cleaned for speech, the list's numbers and line breaks are gone: the reply's tokens
+    # from its first line on are evaluated again.
+    assert evaluated["said"] >= evaluated["written"] + 5, evaluated
+
+
+async def test_a_prompt_takes_every_core_only_while_the_other_models_are_idle(
+    chat: ChatModel,
+) -> None:
+    """llama.cpp's threads spin-wait for each other: on every core beside another busy
+    model a prompt took 315 ms against 207 ms on one core (112 ms on both, alone)."""
+    import os
+
+    llama = chat._llama
+    generation_threads = llama.n_threads
+    idle = True
+    chat.prefill_on_every_core_when(lambda: idle)
+    messages = [{"role": "system", "content": "x"}, {"role": "user", "content": "Hi."}]
+    await chat.generate(messages, lambda _: None, max_tokens=2)
+    assert llama.n_threads_batch == max(generation_threads, os.cpu_count() or 1)
+    assert llama.n_threads == generation_threads
+    idle = False
+    await chat.generate(messages, lambda _: None, max_tokens=2)
+    assert (llama.n_threads_batch, llama.n_threads) == (generation_threads, generation_threads)
 
 
 async def test_cancel_stops_generation_at_the_next_token(chat: ChatModel) -> None:

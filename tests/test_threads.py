@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from agent.threads import run_in, wait_uncancelled
+from agent.threads import CountingExecutor, run_in, wait_uncancelled
 
 
 async def test_a_cancel_in_the_same_loop_turn_as_the_result_is_not_lost() -> None:
@@ -42,3 +42,24 @@ async def test_cancellation_waits_for_the_worker_then_is_raised() -> None:
         with pytest.raises(asyncio.CancelledError):
             await task
         assert finished.is_set()
+
+
+async def test_a_counting_executor_is_busy_while_a_call_is_queued_or_running() -> None:
+    """What the LLM asks before it takes every core for a prompt: a call running, one
+    queued behind it, and one cancelled before it started (which must not count forever)."""
+    pool = CountingExecutor(1, thread_name_prefix="test")
+    release = threading.Event()
+    try:
+        assert not pool.busy
+        running = pool.submit(release.wait)
+        queued = pool.submit(lambda: None)
+        assert pool.busy
+        assert queued.cancel()
+        release.set()
+        running.result(timeout=5)
+        assert not pool.busy
+        assert await run_in(pool, lambda: pool.busy)  # busy from inside its own call
+        assert not pool.busy
+    finally:
+        release.set()
+        pool.shutdown(wait=True)

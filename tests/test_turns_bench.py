@@ -284,3 +284,40 @@ async def test_a_few_cases_of_each_category_through_the_small_models(
         assert case["status"] == "ok" or case["status"] in ("no_reply", "reply_too_short")
         if case["case"]["category"] in ("incomplete", "interruption") and case["score"]["valid"]:
             assert case["direct_transcript"], case["case"]["name"]
+
+
+def test_the_pause_study_replays_the_endpoint_policy_on_each_pause() -> None:
+    """A cut utterance whose pause reads finished and sounds unsure ends there (false) under
+    a policy whose words may shorten the wait, not under one that trusts the model below
+    0.05; the complete one's delay is its pause plus the model's time."""
+    from benchmarks.turns.pauses import Pause, Policy, replay
+
+    def pause(case: str, category: str, where: str, p: float, text: str, silence: float | None):
+        return Pause(case, category, "k", "espeak", 128, where, 130.0, silence, p, 50.0, text, None)
+
+    pauses = [
+        pause("cut", "incomplete", "inside", 0.02, "We visited Paris, Rome.", 1200.0),
+        pause("cut", "incomplete", "end", 0.9, "We visited Paris, Rome, and Madrid.", None),
+        pause("whole", "complete", "end", 0.9, "What is the capital of France?", None),
+    ]
+    trusting_words = replay(pauses, Policy(0.5, 0.0, 700, 2000))
+    assert trusting_words["false_end_of_turn"] == 1 and trusting_words["false_cases"] == ["cut"]
+    trusting_model = replay(pauses, Policy(0.5, 0.05, 700, 2000))
+    assert trusting_model["false_end_of_turn"] == 0
+    assert trusting_model["delay_p50_ms"] == 180.0
+
+
+@pytest.mark.slow
+def test_the_pause_study_runs_on_the_small_models(small_models: Path, tmp_path: Path) -> None:
+    from benchmarks.turns.pauses import main as study
+
+    assert study(["--models", str(small_models), "--cases", "1", "--pause-ms", "128",
+                  "--out", str(tmp_path)]) == 0  # fmt: skip
+    result = json.loads((tmp_path / "results.json").read_text())
+    pauses = result["pauses"]
+    assert {p["category"] for p in pauses} == {"complete", "incomplete"}
+    # The cut utterance's pause is found inside it, with the silence the user left there.
+    inside = [p for p in pauses if p["where"] == "inside"]
+    assert inside and all(p["silence_ms"] > 100 for p in inside), pauses
+    assert all(0.0 <= p["probability"] <= 1.0 and p["transcript"] for p in pauses), pauses
+    assert result["replays"] and "Smart Turn's probability" in (tmp_path / "summary.md").read_text()

@@ -29,7 +29,7 @@ from agent.stages.stt import Transcriber
 from agent.stages.tts import Synthesizer
 from agent.stages.tts.mms import MmsSynthesizer
 from agent.stages.tts.piper import PiperSynthesizer
-from agent.threads import run_in
+from agent.threads import CountingExecutor, run_in
 from agent.transport.session import AudioSink, Session
 from agent.turntaking.echo import EchoMask
 from agent.turntaking.endpoint import hangs_on_last_word
@@ -45,19 +45,24 @@ class Executors:
     session's VAD never waits behind another's transcription."""
 
     vad: ThreadPoolExecutor
-    stt: ThreadPoolExecutor
-    tts: ThreadPoolExecutor
-    turn: ThreadPoolExecutor
+    stt: CountingExecutor
+    tts: CountingExecutor
+    turn: CountingExecutor
     """The end-of-turn model: one call at a time, each with a core."""
 
     @classmethod
     def create(cls) -> Executors:
         return cls(
             vad=ThreadPoolExecutor(2, thread_name_prefix="vad"),
-            stt=ThreadPoolExecutor(1, thread_name_prefix="stt"),
-            tts=ThreadPoolExecutor(1, thread_name_prefix="tts"),
-            turn=ThreadPoolExecutor(1, thread_name_prefix="turn"),
+            stt=CountingExecutor(1, thread_name_prefix="stt"),
+            tts=CountingExecutor(1, thread_name_prefix="tts"),
+            turn=CountingExecutor(1, thread_name_prefix="turn"),
         )
+
+    def models_idle(self) -> bool:
+        """No speech recognition, synthesis or end-of-turn call queued or running (the
+        VAD's windows are too small to count)."""
+        return not (self.stt.busy or self.tts.busy or self.turn.busy)
 
     def shutdown(self) -> None:
         for pool in (self.vad, self.stt, self.tts, self.turn):
@@ -125,6 +130,8 @@ class Runtime:
         self.metrics = Metrics()
         self.executors = Executors.create()
         self.chat = chat
+        if isinstance(chat, ChatModel):
+            chat.prefill_on_every_core_when(self.executors.models_idle)
         self.tts = tts
         self.turn_model = turn_model
         self.transcriber = Transcriber(

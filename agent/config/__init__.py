@@ -114,7 +114,7 @@ class ConversationConfig:
     vad_threshold: float = 0.5
     vad_start_ms: int = 100
     preroll_ms: int = 300
-    pause_ms: int = 160
+    pause_ms: int = 128
     """Silence that makes a pause: the end-of-turn model is asked, the reply is prepared."""
     endpoint_ms: int = 300
     """Silence that ends a turn without an end-of-turn model."""

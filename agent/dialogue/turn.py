@@ -102,6 +102,8 @@ class SpokenChunk:
     text: str
     samples: int
     """Length on the agent's track, in 48 kHz samples."""
+    written_to: int = 0
+    """Where the chunk ends in `ReplyTurn.reply_text`, the model's own words."""
 
 
 @dataclass
@@ -202,7 +204,7 @@ class ReplyTurn:
         self._emit(events.transcript(self.turn_id, self.transcript))
         self._commit_user()
 
-        chunks: asyncio.Queue[str | None] = asyncio.Queue()
+        chunks: asyncio.Queue[tuple[str, int] | None] = asyncio.Queue()
         try:
             try:
                 async with asyncio.TaskGroup() as group:
@@ -216,10 +218,13 @@ class ReplyTurn:
             self.deps.track.drop_first_audio(self._on_first_frame)
         if self.metrics.first_frame_sent_ms is not None:
             self.deps.emit(events.agent_speech_end(self.turn_id))
-        self.history.add_assistant(" ".join(c.text for c in self.spoken))
+        if self.spoken:
+            # In the model's own words, not the chunks as said: what its context holds, so
+            # the next turn evaluates only the new words (agent/stages/llm/llama.py).
+            self.history.add_assistant(self.reply_text[: self.spoken[-1].written_to].rstrip())
         return Outcome.REPLIED
 
-    async def _think(self, chunks: asyncio.Queue[str | None]) -> None:
+    async def _think(self, chunks: asyncio.Queue[tuple[str, int] | None]) -> None:
         chunker = SpeechChunker()
         # The LLM fails only when it stops making progress: a long reply is not a stall.
         deadline = self.stages.deadline()
@@ -238,12 +243,12 @@ class ReplyTurn:
                 return True  # a token still in flight after the cap or the deadline
             deadline.extend()
             self.reply_text += delta
-            for chunk in chunker.push(delta):
+            for chunk, written_to in chunker.push_spans(delta):
                 if not chunked and earlier is not None and copies(chunk, earlier):
                     copied = True  # nothing of it was spoken: ask again (agent.dialogue.copying)
                     return True
                 chunked += 1
-                self._chunk_ready(chunks, chunk)
+                self._chunk_ready(chunks, chunk, written_to)
                 if ends_sentence(chunk):
                     sentences += 1
                     if cap and sentences >= cap:
@@ -269,8 +274,8 @@ class ReplyTurn:
             if generation.finish_reason == "length" and sentences > 0:
                 chunker.discard()  # the ceiling cut a sentence short: do not say half of it
             elif not (cap and sentences >= cap):
-                for chunk in chunker.flush():
-                    self._chunk_ready(chunks, chunk)
+                for chunk, written_to in chunker.flush_spans():
+                    self._chunk_ready(chunks, chunk, written_to)
         finally:
             over = True
             self.compute_s += time.perf_counter() - started
@@ -300,15 +305,18 @@ class ReplyTurn:
         except Exception as exc:
             raise StageError("language model", exc) from exc
 
-    def _chunk_ready(self, chunks: asyncio.Queue[str | None], chunk: str) -> None:
+    def _chunk_ready(
+        self, chunks: asyncio.Queue[tuple[str, int] | None], chunk: str, written_to: int
+    ) -> None:
         if self.metrics.first_chunk_ms is None:
             self.metrics.first_chunk_ms = self._ms_since_speech_end()
-        chunks.put_nowait(chunk)
+        chunks.put_nowait((chunk, written_to))
 
-    async def _speak(self, chunks: asyncio.Queue[str | None]) -> None:
+    async def _speak(self, chunks: asyncio.Queue[tuple[str, int] | None]) -> None:
         tts = self.deps.tts
         first = True
-        while (chunk := await chunks.get()) is not None:
+        while (item := await chunks.get()) is not None:
+            chunk, written_to = item
             started = time.perf_counter()
             try:
                 pcm = await self.stages.run(
@@ -327,7 +335,7 @@ class ReplyTurn:
             if self.metrics.tts_first_audio_ms is None:
                 self.metrics.tts_first_audio_ms = self._ms_since_speech_end()
             self._emit(events.agent_text(self.turn_id, (" " if self.spoken else "") + chunk))
-            self.spoken.append(SpokenChunk(chunk, 0))
+            self.spoken.append(SpokenChunk(chunk, 0, written_to))
             if self._released.is_set():
                 if len(self.spoken) == 1:
                     self.deps.track.on_first_audio(self._on_first_frame)

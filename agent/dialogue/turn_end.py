@@ -8,7 +8,7 @@ ends it.
 The transcript has a say too: a voice that sounds finished over words that stop mid-phrase
 waits for more (or the ceiling), and over an unsure last word it waits `endpoint_words_ms`; a
 voice that does not sound finished over words that read finished waits `endpoint_words_ms`
-rather than the ceiling.
+rather than the ceiling, unless the model is sure the turn goes on (`SURE_INCOMPLETE`).
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from agent.dialogue.turn import EmitEvent, ReplyTurn
 from agent.metrics import Metrics
 from agent.threads import run_in
 from agent.turntaking.endpoint import (
+    SURE_INCOMPLETE,
     EndpointPolicy,
     Kind,
     unsure_ending,
@@ -121,7 +122,9 @@ class TurnEnd:
         if reply is None or reply.released or not wait_ms:
             return
         await reply.transcribed.wait()
-        if words_finished(reply.transcript or "", reply.last_word_probability):
+        if probability >= SURE_INCOMPLETE and words_finished(
+            reply.transcript or "", reply.last_word_probability
+        ):
             await self._words_endpoint(reply, probability, audio, speech_end_wall)
 
     async def _words_endpoint(

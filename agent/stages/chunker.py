@@ -108,34 +108,49 @@ class SpeechChunker:
         self.first_min_words = first_min_words
         self.first_max_words = first_max_words
         self._pending = ""
+        self._pushed = 0
         self._at_text_start = True
         self._first = True
 
     def push(self, delta: str) -> list[str]:
         """Chunks completed by this delta (often none)."""
+        return [chunk for chunk, _ in self.push_spans(delta)]
+
+    def push_spans(self, delta: str) -> list[tuple[str, int]]:
+        """As `push`, each chunk with the length of the raw text (all deltas since the
+        stream began) up to its end: what the model wrote for the chunks spoken so far."""
         self._pending += delta
-        chunks: list[str] = []
+        self._pushed += len(delta)
+        chunks: list[tuple[str, int]] = []
         while (cut := self._find_cut()) is not None:
-            self._emit(self._pending[:cut], chunks, ends_line=self._pending[cut] == "\n")
+            chunk = self._emit(self._pending[:cut], ends_line=self._pending[cut] == "\n")
             self._pending = self._pending[cut:]
+            if chunk:
+                chunks.append((chunk, self._pushed - len(self._pending)))
         return chunks
 
     def discard(self) -> None:
         """Forget the pending text (an unfinished sentence cut by the token ceiling)."""
-        self._pending = ""
-        self._at_text_start = True
-        self._first = True
+        self._reset()
 
     def flush(self) -> list[str]:
         """What remains at the end of the stream; the chunker is then ready for a new one."""
-        chunks: list[str] = []
-        self._emit(self._pending, chunks)
+        return [chunk for chunk, _ in self.flush_spans()]
+
+    def flush_spans(self) -> list[tuple[str, int]]:
+        """As `flush`, with raw ends as `push_spans` gives them."""
+        chunk = self._emit(self._pending)
+        end = self._pushed
+        self._reset()
+        return [(chunk, end)] if chunk else []
+
+    def _reset(self) -> None:
         self._pending = ""
+        self._pushed = 0
         self._at_text_start = True
         self._first = True
-        return chunks
 
-    def _emit(self, raw: str, chunks: list[str], *, ends_line: bool = False) -> None:
+    def _emit(self, raw: str, *, ends_line: bool = False) -> str:
         chunk = _clean(raw, at_line_start=self._at_text_start)
         self._at_text_start = False
         if (
@@ -147,8 +162,8 @@ class SpeechChunker:
             # as one against the reply's cap: a list used to run to the token ceiling.
             chunk += "."
         if chunk:
-            chunks.append(chunk)
             self._first = False
+        return chunk
 
     def _find_cut(self) -> int | None:
         """Earliest decided cut in the pending text, or None while the earliest candidate

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -48,6 +49,9 @@ class ChatModel:
         self.max_reply_tokens = max_reply_tokens
         self._temperature = temperature
         self._lock = asyncio.Lock()
+        self._generation_threads = int(llama.n_threads)
+        self._prefill_threads = self._generation_threads
+        self._others_idle: Callable[[], bool] = lambda: False
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llm")
         template = llama.metadata.get("tokenizer.chat_template")
         if not template:
@@ -56,6 +60,16 @@ class ChatModel:
         self._formatter = Jinja2ChatFormatter(
             template=template, eos_token=_token_text(llama, llama.token_eos()), bos_token=self._bos
         )
+
+    def prefill_on_every_core_when(self, others_idle: Callable[[], bool]) -> None:
+        """Evaluate a prompt on every core when `others_idle()` says no other model is at
+        work as it starts. llama.cpp's threads spin-wait for each other, so the model keeps
+        a core free for Piper (agent/models/loaders.py's `shared_threads`); but a prompt is
+        evaluated before the reply has anything to speak, and on 2 cores a SmolLM2 prompt
+        took 112 ms on both against 207 ms on one (and 315 ms on both beside a busy thread:
+        hence the check)."""
+        self._others_idle = others_idle
+        self._prefill_threads = max(self._generation_threads, os.cpu_count() or 1)
 
     @property
     def saved_context_bytes(self) -> int:
@@ -169,6 +183,9 @@ class ChatModel:
         llama = self._llama
         tokens, dropped = self.fit(messages)
         self._contexts.switch_to(conversation, tokens)
+        prefill = self._prefill_threads if self._others_idle() else self._generation_threads
+        if prefill != llama.n_threads_batch:
+            llama_internals.set_threads(llama, self._generation_threads, prefill)
         cached = llama.longest_token_prefix(llama_internals.evaluated_tokens(llama), tokens)
         # llama.cpp replays one token when the whole prompt is cached, to refresh logits.
         evaluated = max(len(tokens) - cached, 1)

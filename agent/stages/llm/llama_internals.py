@@ -48,6 +48,15 @@ def context_pointer(llama: Any) -> Any:
     return llama._ctx.ctx
 
 
+def set_threads(llama: Any, generation: int, batch: int) -> None:
+    """Threads for the next decodes: one token at a time, and a prompt's batch
+    (`llama_set_n_threads` on `Llama._ctx.ctx`; `Llama.n_threads_batch` kept in step)."""
+    import llama_cpp
+
+    llama_cpp.llama_set_n_threads(context_pointer(llama), generation, batch)
+    llama.n_threads, llama.n_threads_batch = generation, batch
+
+
 def clear_sequence(llama: Any, sequence: int) -> None:
     """Drop every KV cell of `sequence` (`Llama._ctx.kv_cache_seq_rm`)."""
     llama._ctx.kv_cache_seq_rm(sequence, 0, -1)
