@@ -457,6 +457,26 @@ async def test_the_agents_own_words_coming_back_resume_it(make: Make) -> None:
     assert h.log.of("interrupted")[0]["resumed"]
 
 
+@pytest.mark.parametrize("lookahead", [True, False])
+async def test_an_echo_of_words_just_past_the_estimated_cut_resumes_the_agent(
+    make: Make, monkeypatch: pytest.MonkeyPatch, lookahead: bool
+) -> None:
+    """The cut is estimated from the samples sent, in proportion to letters: the echo can
+    repeat a word or two beyond it (the turns benchmark: the agent had said "One" by that
+    estimate, the echo was transcribed "One day", and the agent stopped for its own voice)."""
+    from agent.dialogue import overlap
+
+    if not lookahead:
+        monkeypatch.setattr(overlap, "ECHO_LOOKAHEAD_SAMPLES", 0)
+    h = make()
+    h.transcriber.texts = ["Tell me about the sea", "is vast and deep and"]
+    h.chat.reply = "The sea is vast and deep and full of life. It covers most of the earth."
+    await talk_until_the_agent_speaks(h)
+    await h.play(SPEECH, 0.25)  # by then "The sea is vast" was sent, by the estimate
+    await h.until(lambda: bool(h.log.of("interrupted")))
+    assert h.log.of("interrupted")[0]["resumed"] is lookahead
+
+
 async def test_the_reply_ends_after_its_sentence_cap(make: Make) -> None:
     h = make(ConversationConfig(max_reply_sentences=2))
     h.chat.reply = "One is here. Two is there. Three is far. Four is gone."

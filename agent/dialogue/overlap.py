@@ -7,10 +7,12 @@ backchannel or the agent's own echo resumes it where it paused."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from agent import events
+from agent.audio import OUTPUT_RATE
 from agent.dialogue.history import ChatHistory
 from agent.dialogue.listening import EchoHold, UserTurns, VadLike
 from agent.dialogue.turn import ReplyTurn, TurnDeps
@@ -20,8 +22,16 @@ from agent.turntaking import barge_in
 from agent.turntaking.echo import echoes_agent
 from agent.turntaking.segmenter import SpeechEnded
 
+log = logging.getLogger(__name__)
+
 ECHO_WORDS = 12
 """The agent's last words an echo can repeat (a round trip is well under a second)."""
+
+ECHO_LOOKAHEAD_SAMPLES = OUTPUT_RATE * 6 // 10
+"""Words sent this long (48 kHz samples) past the estimated cut count as said, for the echo
+test only: `heard_text` places the cut in proportion to letters, and a first chunk begins
+with the voice's near-silence, so an echo can repeat a word or two past it (the agent had
+said "One" by that estimate, and the echo was transcribed "One day": a false barge-in)."""
 
 
 @dataclass
@@ -113,8 +123,10 @@ class OverlapJudge:
         self._deps.track.pause()
         if self._echo is not None:
             self._echo.hold()
-        played = reply.heard_text(self._deps.track.utterance_sent_samples).split()
-        self.current = Overlap(reply, " ".join(played[-ECHO_WORDS:]))
+        sent = self._deps.track.utterance_sent_samples
+        played = reply.heard_text(sent).split()
+        ahead = reply.heard_text(sent + ECHO_LOOKAHEAD_SAMPLES).split()[len(played) :]
+        self.current = Overlap(reply, " ".join(played[-ECHO_WORDS:] + ahead))
 
     async def judge(self) -> SpeechEnded | None:
         """Judge the overlap so far, and act on the verdict. Returns the user's utterance
@@ -137,6 +149,17 @@ class OverlapJudge:
                 self._deps.transcriber.transcribe(audio), name="overlap-stt"
             )
         verdict = overlap.verdict(self._settings)
+        if verdict is not barge_in.Overlap.WAIT:
+            log.info(
+                "turn %d: sound over the agent judged %s (%.0f ms voiced, %s, words %r, the "
+                "agent's last %r)",
+                overlap.reply.turn_id,
+                verdict.name.lower(),
+                overlap.voiced_ms,
+                "still speaking" if overlap.speaking else "over",
+                overlap.transcript,
+                overlap.agent_recent,
+            )
         if verdict is barge_in.Overlap.INTERRUPT:
             await self._interrupt(overlap)
             return overlap.ended
