@@ -10,13 +10,16 @@ SETTINGS = BargeInSettings(confirm_ms=200, max_ms=900)
 
 
 @pytest.mark.parametrize(
-    "transcript", ["Mm-hmm.", "Uh-huh", "Uhuh.", "yeah, right", "Okay.", "", "Thank you."]
+    "transcript",
+    ["Mm-hmm.", "Uh-huh", "Uhuh.", "yeah, right", "Okay.", "", "Thank you.", "I'm"],
 )
 def test_backchannels_however_whisper_spells_them(transcript: str) -> None:
     assert is_backchannel(transcript)
 
 
-@pytest.mark.parametrize("transcript", ["Stop.", "Wait, wait.", "What about rivers?", "No."])
+@pytest.mark.parametrize(
+    "transcript", ["Stop.", "Wait, wait.", "What about rivers?", "No.", "I'm sorry, what?"]
+)
 def test_words_that_take_the_turn(transcript: str) -> None:
     assert not is_backchannel(transcript)
     assert judge(SETTINGS, 400, False, transcript) is Overlap.INTERRUPT

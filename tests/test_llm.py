@@ -87,6 +87,43 @@ async def test_a_reply_kept_in_the_models_words_leaves_only_the_new_turn_to_eval
     assert evaluated["said"] >= evaluated["written"] + 5, evaluated
 
 
+@pytest.mark.slow
+async def test_a_reply_asked_again_beside_the_conversation_leaves_its_context_saved(
+    small_models: Path,
+) -> None:
+    """With the real SmolLM2: a reply asked for again without the earlier turns (the copy
+    guard) runs as an AsideContext, so the conversation's next turn evaluates its new words,
+    not its whole history again (the bench's turns after a retry took 5 s: 900 tokens)."""
+    from agent.dialogue.turn import AsideContext
+
+    resolved = resolve_models(ModelConfig(models_dir=small_models, profile="small", offline=True))
+    chat = ChatModel(load_llama(resolved.llm, 2048, detect_device("cpu")), max_reply_tokens=24)
+    evaluated: dict[str, int] = {}
+    try:
+        for aside in (True, False):
+            history = ChatHistory(f"You are a helpful assistant. ({aside})")
+            for question in ("What is the capital of France?", "How far away is the moon?"):
+                history.add_user(question)
+                reply = await chat.generate(
+                    history.for_prompt(), lambda _: None, conversation=history
+                )
+                history.add_assistant(reply.text)
+            history.add_user("Can you recommend a good book?")
+            retry = [history.messages[0], history.messages[-1]]
+            owner = AsideContext() if aside else history
+            again = await chat.generate(retry, lambda _: None, conversation=owner)
+            history.add_assistant(again.text)
+            history.add_user("Why is the sky blue?")
+            after = await chat.generate(history.for_prompt(), lambda _: None, conversation=history)
+            evaluated["aside" if aside else "in place"] = after.prompt_tokens_evaluated
+            whole = after.prompt_tokens
+    finally:
+        chat.close()
+    # The retried reply and the new question (a saved context covers up to the first try).
+    assert evaluated["aside"] < whole // 2, (evaluated, whole)
+    assert evaluated["in place"] > whole * 3 // 4, (evaluated, whole)
+
+
 async def test_a_prompt_takes_every_core_only_while_the_other_models_are_idle(
     chat: ChatModel,
 ) -> None:

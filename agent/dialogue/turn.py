@@ -97,6 +97,13 @@ class Outcome(enum.Enum):
     NO_SPEECH = "no_speech"
 
 
+class AsideContext:
+    """The owner of a prompt asked beside the conversation, such as a reply asked for again
+    without the earlier turns: it takes the model as another conversation would, so the
+    conversation's own context is saved and comes back for its next turn
+    (agent/stages/llm/contexts.py), rather than being overwritten by the short prompt."""
+
+
 @dataclass
 class SpokenChunk:
     text: str
@@ -269,7 +276,10 @@ class ReplyTurn:
                 chunker.discard()
                 self.reply_text, copied, earlier = "", False, None
                 dropped = generation.dropped_messages
-                generation = await self._generate(retry, on_delta, deadline)
+                # Asked beside the conversation: its evaluated history stays saved for the
+                # next turn (evaluating 1,000 tokens again took 5 s on 2 cores).
+                aside = AsideContext()
+                generation = await self._generate(retry, on_delta, deadline, aside)
                 generation.dropped_messages = dropped
             if generation.finish_reason == "length" and sentences > 0:
                 chunker.discard()  # the ceiling cut a sentence short: do not say half of it
@@ -291,12 +301,19 @@ class ReplyTurn:
             self.metrics.llm_first_token_ms = self._ms_since_speech_end(generation.first_token_at)
 
     async def _generate(
-        self, prompt: list[Message], on_delta: DeltaCallback, deadline: Deadline
+        self,
+        prompt: list[Message],
+        on_delta: DeltaCallback,
+        deadline: Deadline,
+        conversation: object | None = None,
     ) -> Generation:
         try:
             return await self.stages.run(
                 self.deps.chat.generate(
-                    prompt, on_delta, self.settings.max_tokens, conversation=self.history
+                    prompt,
+                    on_delta,
+                    self.settings.max_tokens,
+                    conversation=conversation or self.history,
                 ),
                 name=self._stage_name("llm"),
                 deadline=deadline,
