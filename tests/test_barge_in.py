@@ -11,7 +11,7 @@ SETTINGS = BargeInSettings(confirm_ms=200, max_ms=900)
 
 @pytest.mark.parametrize(
     "transcript",
-    ["Mm-hmm.", "Uh-huh", "Uhuh.", "yeah, right", "Okay.", "", "Thank you.", "I'm"],
+    ["Mm-hmm.", "Uh-huh", "Uhuh.", "yeah, right", "Okay.", "", "Thank you.", "I'm", "Haha."],
 )
 def test_backchannels_however_whisper_spells_them(transcript: str) -> None:
     assert is_backchannel(transcript)

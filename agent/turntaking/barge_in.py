@@ -63,11 +63,15 @@ BACKCHANNELS = frozenset(
         "absolutely",
         "really",
         "i'm",
+        "ha",
+        "haha",
+        "aha",
     ]
 )
 """Words a listener says to keep the speaker going (with what Whisper makes of a cough or a
 hum: "thank you" and "you" are its usual hallucinations on noise, and a closed-mouth "mm-hm"
-came back as "I'm" in the turns benchmark; "I'm sorry, ..." has other words and interrupts)."""
+came back as "I'm" in the turns benchmark, and "Uh huh." as "haha"; a listener's laugh does not
+take the turn either; "I'm sorry, ..." has other words and interrupts)."""
 MAX_BACKCHANNEL_WORDS = 4
 
 _WORD = re.compile(r"[a-z]+(?:[-'][a-z]+)*")
