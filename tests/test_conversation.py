@@ -221,39 +221,36 @@ async def test_incomplete_turn_waits_for_the_ceiling(make: Make) -> None:
     assert metrics["speculation"] == "used"
 
 
-async def test_a_turn_that_sounds_unfinished_but_reads_finished_ends_sooner(
-    make: Make,
+@pytest.mark.parametrize(
+    ("probability", "words", "endpoint"),
+    [
+        # It does not sound finished, but it reads finished: the words endpoint, sooner.
+        (0.3, "Stop, I have another question.", "words"),
+        # Whisper wrote "We visited Paris, Rome," and a pause as a finished sentence; Smart
+        # Turn was sure it went on (below SURE_INCOMPLETE): the words do not end it early.
+        (0.016, "We visited Paris, Rome.", "ceiling"),
+    ],
+)
+async def test_a_turn_that_sounds_unfinished_but_reads_finished(
+    make: Make, probability: float, words: str, endpoint: str
 ) -> None:
-    h = make(
-        ConversationConfig(endpoint_max_ms=2000, endpoint_words_ms=600),
-        turn_model=ScriptedTurnModel([0.3]),
-    )
-    h.transcriber.texts = ["Stop, I have another question."]
-    await h.play(SPEECH, 0.6)
-    await h.play(SILENCE, 1.0)
-    await h.turn_done()
-    (metrics,) = h.log.of("turn_metrics")
-    assert metrics["endpoint"] == "words", metrics
-    assert 600 <= metrics["endpoint_ms"] < 900, metrics
-
-
-async def test_a_turn_the_model_is_sure_goes_on_waits_the_ceiling_whatever_the_words(
-    make: Make,
-) -> None:
-    """Whisper wrote "We visited Paris, Rome," and a pause as a finished sentence; Smart Turn
-    was sure it went on (0.016, below SURE_INCOMPLETE): the words do not end it early."""
     h = make(
         ConversationConfig(endpoint_max_ms=1500, endpoint_words_ms=600),
-        turn_model=ScriptedTurnModel([0.016]),
+        turn_model=ScriptedTurnModel([probability]),
     )
-    h.transcriber.texts = ["We visited Paris, Rome."]
+    h.transcriber.texts = [words]
     await h.play(SPEECH, 0.6)
     await h.play(SILENCE, 1.0)
-    assert not h.log.of("turn_metrics") and not h.track.writes
+    if endpoint == "ceiling":
+        assert not h.log.of("turn_metrics") and not h.track.writes
     await h.play(SILENCE, 0.8)
     await h.turn_done()
     (metrics,) = h.log.of("turn_metrics")
-    assert metrics["endpoint"] == "ceiling" and metrics["endpoint_ms"] >= 1500, metrics
+    assert metrics["endpoint"] == endpoint, metrics
+    if endpoint == "words":
+        assert 600 <= metrics["endpoint_ms"] < 900, metrics
+    else:
+        assert metrics["endpoint_ms"] >= 1500, metrics
 
 
 async def test_words_that_stop_mid_phrase_hold_a_turn_that_sounded_complete(make: Make) -> None:

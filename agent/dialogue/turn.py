@@ -29,6 +29,7 @@ from agent import events
 from agent.audio import Int16Array
 from agent.dialogue.copying import copies, said_before, without_earlier_turns
 from agent.dialogue.history import ChatHistory
+from agent.dialogue.spoken import SpokenChunk, heard_text
 from agent.events import TurnMetrics
 from agent.stages.chunker import SpeechChunker, ends_sentence
 from agent.stages.deadlines import Deadline, StageRunner
@@ -102,15 +103,6 @@ class AsideContext:
     without the earlier turns: it takes the model as another conversation would, so the
     conversation's own context is saved and comes back for its next turn
     (agent/stages/llm/contexts.py), rather than being overwritten by the short prompt."""
-
-
-@dataclass
-class SpokenChunk:
-    text: str
-    samples: int
-    """Length on the agent's track, in 48 kHz samples."""
-    written_to: int = 0
-    """Where the chunk ends in `ReplyTurn.reply_text`, the model's own words."""
 
 
 @dataclass
@@ -373,37 +365,8 @@ class ReplyTurn:
         self.deps.emit(events.agent_speech_start(self.turn_id))
 
     def heard_text(self, samples_heard: int) -> str:
-        """The text the user actually heard, from the samples the track reports as sent:
-        whole chunks, then the words of the interrupted chunk that fit in the share of it
-        that was sent (a word takes time in proportion to its letters, roughly)."""
-        words: list[str] = []
-        remaining = samples_heard
-        for chunk in self.spoken:
-            if chunk.samples == 0:
-                break  # not on the track yet
-            chunk_words = chunk.text.split()
-            if remaining >= chunk.samples:
-                words.extend(chunk_words)
-                remaining -= chunk.samples
-                continue
-            if remaining > 0:
-                words.extend(_words_within(chunk_words, remaining / chunk.samples))
-            break
-        return " ".join(words)
-
-
-def _words_within(words: list[str], share: float) -> list[str]:
-    """The leading words whose letters (and the space after each) end within `share` of
-    the whole."""
-    total = sum(len(w) + 1 for w in words)
-    kept: list[str] = []
-    spoken = 0
-    for word in words:
-        spoken += len(word) + 1
-        if spoken > share * total:
-            break
-        kept.append(word)
-    return kept
+        """The text the user actually heard, from the samples the track reports as sent."""
+        return heard_text(self.spoken, samples_heard)
 
 
 def trim_leading_silence(pcm: Int16Array, sample_rate: int) -> Int16Array:
