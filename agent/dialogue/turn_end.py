@@ -27,14 +27,7 @@ from agent.dialogue.replies import Replies, Retiring
 from agent.dialogue.turn import EmitEvent, ReplyTurn
 from agent.metrics import Metrics
 from agent.threads import run_in
-from agent.turntaking.endpoint import (
-    SURE_INCOMPLETE,
-    EndpointPolicy,
-    Kind,
-    unsure_ending,
-    words_continue,
-    words_finished,
-)
+from agent.turntaking.endpoint import EndpointPolicy, Kind, Verdict, Wait, wait_after_pause
 from agent.turntaking.segmenter import SpeechEnded, SpeechPaused
 
 log = logging.getLogger(__name__)
@@ -122,9 +115,8 @@ class TurnEnd:
         if reply is None or reply.released or not wait_ms:
             return
         await reply.transcribed.wait()
-        if probability >= SURE_INCOMPLETE and words_finished(
-            reply.transcript or "", reply.last_word_probability
-        ):
+        wait = wait_after_pause(verdict, reply.transcript or "", reply.last_word_probability)
+        if wait is Wait.WORDS:
             await self._words_endpoint(reply, probability, audio, speech_end_wall)
 
     async def _words_endpoint(
@@ -212,10 +204,12 @@ class TurnEnd:
     def _words_hold(self, reply: ReplyTurn, decision: _Decision) -> bool:
         """The voice sounded done; do the words say wait? Words that stop mid-phrase wait
         for more (or the ceiling); an unsure ending waits `endpoint_words_ms`."""
-        transcript = reply.transcript or ""
-        if words_continue(transcript):
+        assert decision.probability is not None  # Smart Turn decided it
+        verdict = Verdict(True, decision.probability)
+        wait = wait_after_pause(verdict, reply.transcript or "", reply.last_word_probability)
+        if wait is Wait.CEILING:
             reason = "words"
-        elif self._words_ms and unsure_ending(transcript, reply.last_word_probability):
+        elif wait is Wait.WORDS and self._words_ms:
             reason = "unsure word"
             self.cancel_verdict()
             self._verdict_task = asyncio.get_running_loop().create_task(

@@ -168,6 +168,37 @@ class EndpointPolicy:
         return Verdict(probability >= self.threshold, probability)
 
 
+class Wait(Enum):
+    """How long the turn waits after a pause, once the model and the words are in."""
+
+    NONE = "none"
+    """It is over: end it now."""
+    WORDS = "words"
+    """`endpoint_words_ms` of silence."""
+    CEILING = "ceiling"
+    """`endpoint_max_ms` of silence."""
+
+
+def wait_after_pause(
+    verdict: Verdict,
+    transcript: str,
+    last_word_probability: float | None,
+    sure_incomplete: float = SURE_INCOMPLETE,
+) -> Wait:
+    """The endpoint's rule at a pause, from Smart Turn's verdict and the transcript of the
+    speech so far. A voice that sounds finished ends the turn, unless its words stop
+    mid-phrase (the ceiling) or their ending is unsure (the words endpoint). A voice that
+    does not sound finished waits the ceiling, or only the words endpoint when the words
+    read finished and the model is not sure the turn goes on (`sure_incomplete`)."""
+    if verdict.complete:
+        if words_continue(transcript):
+            return Wait.CEILING
+        return Wait.WORDS if unsure_ending(transcript, last_word_probability) else Wait.NONE
+    if verdict.probability >= sure_incomplete and words_finished(transcript, last_word_probability):
+        return Wait.WORDS
+    return Wait.CEILING
+
+
 def words_finished(transcript: str, last_word_probability: float | None = None) -> bool:
     """Does the transcript read as a finished sentence ("Stop, I have another question.",
     "Paris.")? Whisper ends what it hears as a sentence with its mark; "..." and words that
@@ -214,8 +245,9 @@ def unsure_ending(transcript: str, last_word_probability: float | None) -> bool:
 def dangling_question(transcript: str) -> bool:
     """A question whose last word usually goes on: "Can you tell me the way to?". Whisper
     hears the pitch of a phrase cut short as a question's (4 of 40 cut phrases in
-    benchmarks/results/turns/pauses); "Who are you talking to?" is a whole one, so this
-    only waits `endpoint_words_ms`, never the ceiling, when the voice sounds finished."""
+    benchmarks/results/turns/pauses, none of the 40 complete ends); "Who are you talking
+    to?" is a whole one, so this only waits `endpoint_words_ms`, never the ceiling, when
+    the voice sounds finished."""
     text = transcript.strip()
     words = _WORD.findall(text.lower())
     return text.endswith(("?", "!")) and bool(words) and words[-1] in DANGLING_WORDS

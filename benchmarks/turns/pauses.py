@@ -37,7 +37,7 @@ import numpy as np
 from agent.app.runtime import Runtime, session_vad
 from agent.audio import STT_RATE, resample_pcm
 from agent.config import AppConfig, ConversationConfig, ModelConfig
-from agent.turntaking.endpoint import unsure_ending, words_continue, words_finished
+from agent.turntaking.endpoint import Verdict, Wait, wait_after_pause
 from agent.turntaking.segmenter import SpeechPaused, SpeechResumed
 from benchmarks import machine
 from benchmarks.turns.__main__ import voices
@@ -126,20 +126,16 @@ def _pause(case: Case, paused: SpeechPaused, runtime: Runtime, pause_ms: int) ->
 def decision_ms(pause: Pause, policy: Policy) -> float:
     """When the endpoint ends the turn at this pause, in ms of silence after the speech,
     if the user stays silent (agent/dialogue/turn_end.py's rules)."""
-    text = pause.transcript
-    if not text.strip():
+    if not pause.transcript.strip():
         return policy.max_ms
-    if pause.probability >= policy.threshold:
-        if words_continue(text):
-            return policy.max_ms
-        if unsure_ending(text, pause.last_word_probability):
-            return max(policy.words_ms, pause.detected_ms + pause.turn_ms)
-        return pause.detected_ms + pause.turn_ms
-    if pause.probability >= policy.sure_incomplete and words_finished(
-        text, pause.last_word_probability
-    ):
-        return max(policy.words_ms, pause.detected_ms + pause.turn_ms)
-    return policy.max_ms
+    verdict = Verdict(pause.probability >= policy.threshold, pause.probability)
+    wait = wait_after_pause(
+        verdict, pause.transcript, pause.last_word_probability, policy.sure_incomplete
+    )
+    decided = pause.detected_ms + pause.turn_ms
+    if wait is Wait.NONE:
+        return decided
+    return max(policy.words_ms, decided) if wait is Wait.WORDS else policy.max_ms
 
 
 def replay(pauses: Sequence[Pause], policy: Policy) -> dict[str, Any]:
