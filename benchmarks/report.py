@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.machine import one_line
+from benchmarks.machine import models_note, one_line
 
 SERVER_STAGES = (
     "endpoint_ms",
@@ -255,6 +255,7 @@ def markdown(result: dict[str, Any], *, plotted: bool = True) -> str:
         f"- command: `{meta['command']}`",
         f"- server: {meta['url']}, profile **{server.get('profile', '?')}**, device "
         f"{json.dumps(server.get('device', {}).get('description', '?'))}",
+        f"- models: {models_note(server.get('profile', '?'))}",
         f"- machine: {one_line(meta['machine'])}; load average at start "
         f"{meta['machine'].get('load_average')}",
         f"- flags: {json.dumps(meta['flags'])}",

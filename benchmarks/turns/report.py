@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.machine import models_note
 from benchmarks.machine import one_line as machine_line
 from benchmarks.report import MATPLOTLIB_MISSING, write_json
 from benchmarks.report_plots import pyplot
@@ -104,6 +105,7 @@ def markdown(result: dict[str, Any], *, plotted: bool) -> str:
         f"- server: profile **{models.get('profile', '?')}**, end of turn "
         f"`{json.dumps(models.get('turn', {}).get('endpoint'))}`; serve flags "
         f"`{' '.join(meta['server_args'] or [])}`",
+        f"- models: {models_note(models.get('profile', '?'))}",
         f"- machine: {machine_line(meta['machine'])}; load average at start "
         f"{meta['machine'].get('load_average_at_start')}",
         f"- cases per category: {meta['cases_per_category']}, seed {meta['seed']}. {meta['note']}",
