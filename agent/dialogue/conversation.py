@@ -161,7 +161,7 @@ class Conversation:
             return
         self._turn_end.cancel_verdict()
         reply = self._replies.current
-        if reply is not None and self.busy and self._replies.heard(reply):
+        if reply is not None and self.busy and self._replies.heard(reply, a_word=resumed):
             # Over the agent's voice: pause it, and judge what this is.
             self._overlap.begin(reply, resumed=resumed)
             self._new_user_turn()

@@ -87,11 +87,15 @@ class Replies:
         """The reply's task has run to its end: it replied, failed, or heard no words."""
         return self._task is not None and self._task.done()
 
-    def heard(self, reply: ReplyTurn) -> bool:
-        """Has any of this reply reached the user?"""
-        return reply.released and (
-            self._deps.track.utterance_sent_samples > 0 or bool(reply.metrics.first_frame_sent_ms)
-        )
+    def heard(self, reply: ReplyTurn, *, a_word: bool = False) -> bool:
+        """Has any of this reply reached the user (`a_word`: a whole word of it)? A user who
+        goes on with their sentence needs a word, not a first frame: with a reply ready 700
+        ms into a 900 ms pause, the user went on 130 ms after it began, heard nothing of it,
+        and their sentence was cut in two turns."""
+        sent = self._deps.track.utterance_sent_samples
+        if a_word:
+            return reply.released and bool(reply.heard_text(sent))
+        return reply.released and (sent > 0 or bool(reply.metrics.first_frame_sent_ms))
 
     def start(
         self,
