@@ -369,6 +369,38 @@ async def test_resuming_before_the_reply_is_heard_is_one_user_turn(make: Make) -
     assert {e["turn"] for e in h.log.of("transcript")} == {1}
 
 
+async def test_resuming_after_the_first_frames_but_before_a_word_is_one_user_turn(
+    make: Make,
+) -> None:
+    """The reply to a pause has begun to play, but not one whole word of it has reached the
+    user when they go on with their sentence: still their turn, not an interruption (with
+    the reply ready 700 ms into a 900 ms pause, a user went on 130 ms after it began)."""
+    h = make(ConversationConfig(endpoint_max_ms=2000), turn_model=ScriptedTurnModel([0.9]))
+    h.transcriber.texts = ["What is the weather.", "What is the weather like today?"]
+    h.transcriber.last_word_probabilities = [0.95, 0.95]
+    h.chat.reply = "Unquestionably, it is sunny today."  # a long first word
+    tone = h.tts.synthesize
+    h.tts.synthesize = lambda text: np.tile(tone(text), 6)  # type: ignore[method-assign]
+    await h.play(SPEECH, 0.8)
+    await h.play(SILENCE, 0.2)
+    await h.until(lambda: h.track.sent > 0)
+    await h.play(SPEECH, 0.5)
+    (taken_back,) = h.log.of("interrupted")
+    assert taken_back["heard"] == "" and not taken_back["false_interruption"]
+    await h.play(SILENCE, 0.6)
+    await h.until(lambda: len(h.log.of("transcript")) == 2)
+    await h.turn_done()
+    whole = {"role": "user", "content": "What is the weather like today?"}
+    # Both replies were released before their transcripts were ready: each prompt holds the
+    # user's words once.
+    assert [prompt[-1] for prompt in h.chat.prompts] == [
+        {"role": "user", "content": "What is the weather."},
+        whole,
+    ]
+    assert [m for m in h.conversation.history.messages if m["role"] == "user"] == [whole]
+    assert {e["turn"] for e in h.log.of("transcript")} == {1}
+
+
 async def talk_until_the_agent_speaks(h: Harness) -> None:
     await h.play(SPEECH, 0.6)
     await h.play(SILENCE, 0.45)

@@ -201,13 +201,16 @@ class ReplyTurn:
         if not self.transcript:
             return Outcome.NO_SPEECH
         self._emit(events.transcript(self.turn_id, self.transcript))
+        # The prompt before the user's words join the history: a turn released while it
+        # was transcribing commits them here, and the prompt held them twice.
+        prompt = self.history.prompt_with(self.transcript)
         self._commit_user()
 
         chunks: asyncio.Queue[tuple[str, int] | None] = asyncio.Queue()
         try:
             try:
                 async with asyncio.TaskGroup() as group:
-                    group.create_task(self._think(chunks))
+                    group.create_task(self._think(chunks, prompt))
                     group.create_task(self._speak(chunks))
             except ExceptionGroup as group_error:
                 raise group_error.exceptions[0] from group_error
@@ -223,15 +226,15 @@ class ReplyTurn:
             self.history.add_assistant(self.reply_text[: self.spoken[-1].written_to].rstrip())
         return Outcome.REPLIED
 
-    async def _think(self, chunks: asyncio.Queue[tuple[str, int] | None]) -> None:
+    async def _think(
+        self, chunks: asyncio.Queue[tuple[str, int] | None], prompt: list[Message]
+    ) -> None:
         chunker = SpeechChunker()
         # The LLM fails only when it stops making progress: a long reply is not a stall.
         deadline = self.stages.deadline()
         over = copied = False
         sentences = chunked = 0
         cap = self.settings.max_sentences
-        assert self.transcript is not None
-        prompt = self.history.prompt_with(self.transcript)
         retry = without_earlier_turns(prompt)
         # A first turn has no earlier turns to leave out: asked again, it would say the same.
         earlier: list[str] | None = said_before(prompt) if retry != prompt else None
