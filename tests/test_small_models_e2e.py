@@ -24,7 +24,7 @@ from agent.models.device import detect_device
 from agent.models.loaders import load_piper
 from agent.stages.chunker import SpeechChunker
 from agent.stages.tts.piper import PiperSynthesizer
-from agent.turntaking.endpoint import words_continue
+from agent.turntaking.endpoint import EndpointPolicy, Wait, wait_after_pause
 from benchmarks.ear import Timeline, agent_onset_after
 from benchmarks.peer import AgentClient
 from benchmarks.wer import NORMALISE, word_error_rate, word_errors
@@ -323,15 +323,18 @@ async def test_small_models_smart_turn_hears_a_finished_and_an_unfinished_senten
     assert done >= 0.5 > filler, (done, filler)
 
     # It hears prosody, not words: Piper often says "a table for" as if it ended a sentence.
-    # Then the transcript's dangling word holds the turn (agent/turntaking/endpoint.py). Piper
-    # samples its voice (each synthesis differs, and Whisper's reading with it), so: held by
-    # one of the two, most of the time.
+    # Then the transcript holds the turn (agent/turntaking/endpoint.py): its dangling word,
+    # or, when Whisper made a word up in the pause ("a table for it."), how unsure it is of
+    # that word. Piper samples its voice (each synthesis differs, and Whisper's reading with
+    # it), so: held by the endpoint's rule, most of the time.
+    policy = EndpointPolicy(small_runtime.config.conversation.turn_threshold)
+
     async def held(text: str) -> bool:
         pcm, rate = said(joe, text)
         audio = resample_pcm(pcm, rate, STT_RATE)
-        words = (await small_runtime.transcriber.transcribe(audio)).text
-        sounds_done = model.probability(np.concatenate([audio, silence(0.2, STT_RATE)])) >= 0.5
-        return not sounds_done or words_continue(words)
+        words = await small_runtime.transcriber.transcribe(audio)
+        verdict = policy.judge(model.probability(np.concatenate([audio, silence(0.2, STT_RATE)])))
+        return wait_after_pause(verdict, words.text, words.last_word_probability) is not Wait.NONE
 
     holds = [await held("I would like to book a table for") for _ in range(3)]
     assert sum(holds) >= 2, holds
