@@ -235,7 +235,8 @@ async def test_a_turn_that_sounds_unfinished_but_reads_finished(
     make: Make, probability: float, words: str, endpoint: str
 ) -> None:
     h = make(
-        ConversationConfig(endpoint_max_ms=1500, endpoint_words_ms=600),
+        # The unsure wait apart from the words one: this case is the words endpoint's.
+        ConversationConfig(endpoint_max_ms=1500, endpoint_words_ms=600, endpoint_unsure_ms=1200),
         turn_model=ScriptedTurnModel([probability]),
     )
     h.transcriber.texts = [words]
@@ -272,11 +273,12 @@ async def test_words_that_stop_mid_phrase_hold_a_turn_that_sounded_complete(make
     assert second.size > first.size + 0.5 * 16_000  # the whole utterance, pause included
 
 
-async def test_an_unsure_ending_waits_the_words_endpoint_then_ends_the_turn(make: Make) -> None:
+async def test_an_unsure_ending_waits_the_unsure_endpoint_then_ends_the_turn(make: Make) -> None:
     """ "... a table for it.", "it" unsure (Whisper made it up in the pause): neither the
-    prosody's 160 ms nor the 2 s ceiling, but `endpoint_words_ms`."""
+    prosody's 160 ms nor the 2 s ceiling, but `endpoint_unsure_ms` (not the shorter wait of
+    words that read finished)."""
     h = make(
-        ConversationConfig(endpoint_max_ms=2000, endpoint_words_ms=600),
+        ConversationConfig(endpoint_max_ms=2000, endpoint_words_ms=300, endpoint_unsure_ms=600),
         turn_model=ScriptedTurnModel([0.9]),
     )
     h.transcriber.texts = ["I would like to book a table for it."]

@@ -7,9 +7,12 @@ import pytest
 from agent.turntaking.endpoint import (
     UNSURE_LAST_WORD,
     EndpointPolicy,
+    Verdict,
+    Wait,
     dangling_question,
     hangs_on_last_word,
     unsure_ending,
+    wait_after_pause,
     words_continue,
     words_finished,
 )
@@ -90,10 +93,32 @@ def test_a_last_word_whisper_is_unsure_of_is_an_unsure_ending() -> None:
 def test_a_question_that_ends_on_a_word_that_goes_on_is_an_unsure_ending() -> None:
     """Whisper heard "Can you tell me the way to" and a pause as a question (Smart Turn
     0.77 at it): not finished, so neither the prosody nor the words end it at once; "What
-    are you waiting for?" ends the same way, so it waits `endpoint_words_ms`, no longer."""
+    are you waiting for?" ends the same way, so it waits `endpoint_unsure_ms`, no longer."""
     for cut in ("Can you tell me the way to?", "What is the best way to?"):
         assert dangling_question(cut) and unsure_ending(cut, None)
         assert not words_continue(cut) and not words_finished(cut)
     assert dangling_question("What are you waiting for?")
     assert not dangling_question("What is the capital of France?")
     assert not dangling_question("I'd like to book a table for")  # not a question: it continues
+
+
+@pytest.mark.parametrize(
+    ("probability", "transcript", "last_word", "wait"),
+    [
+        (0.9, "What is the capital of France?", 0.9, Wait.NONE),
+        (0.9, "I would like to book a table for it.", 0.4, Wait.UNSURE),
+        (0.9, "Can you tell me the way to?", None, Wait.UNSURE),
+        (0.9, "I'd like to book a table for", None, Wait.CEILING),
+        (0.3, "Play some relaxing music, please.", 0.9, Wait.WORDS),
+        (0.3, "I would like to book a table for it.", 0.4, Wait.CEILING),
+        (0.02, "Why is the sky blue?", 0.9, Wait.CEILING),
+    ],
+)
+def test_the_wait_at_a_pause_tells_finished_words_from_an_unsure_ending(
+    probability: float, transcript: str, last_word: float | None, wait: Wait
+) -> None:
+    """Words that read finished under a voice that did not (`endpoint_words_ms`) are not
+    the same wait as a voice that sounded done over an unsure ending (`endpoint_unsure_ms`,
+    longer: the words may be Whisper's)."""
+    verdict = Verdict(probability >= 0.5, probability)
+    assert wait_after_pause(verdict, transcript, last_word) is wait

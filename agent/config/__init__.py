@@ -120,9 +120,17 @@ class ConversationConfig:
     """Silence that ends a turn without an end-of-turn model."""
     endpoint_max_ms: int = 2000
     """With the end-of-turn model: silence after which a turn it called incomplete ends."""
-    endpoint_words_ms: int = 700
+    endpoint_words_ms: int = 500
     """With the end-of-turn model: silence after which a turn it called incomplete ends when
-    its transcript reads as a finished sentence (0: never earlier than the ceiling)."""
+    its transcript reads as a finished sentence (0: never earlier than the ceiling). 500, as
+    LiveKit's minimum endpointing delay: replayed on the pauses of 80 utterances
+    (benchmarks/results/turns/pauses), 400, 500 and 700 ms gave the same false ends of turn
+    (with unsure endings at 700)."""
+    endpoint_unsure_ms: int = 700
+    """With the end-of-turn model: silence after which a turn it called complete ends when
+    the words' ending is unsure (a last word Whisper may have made up after a phrase cut
+    short: "a table for it."); longer than `endpoint_words_ms`, since the voice said done but
+    the words may not be (0: never earlier than the ceiling)."""
     turn_threshold: float = 0.5
     """P(complete) from Smart Turn at or above which a pause ends the turn."""
     speculate: bool = True
@@ -262,6 +270,7 @@ def config_from_args(args: argparse.Namespace) -> AppConfig:
         endpoint_ms=args.endpoint_ms,
         endpoint_max_ms=args.endpoint_max_ms,
         endpoint_words_ms=args.endpoint_words_ms,
+        endpoint_unsure_ms=args.endpoint_unsure_ms,
         turn_threshold=args.turn_threshold,
         speculate=not args.no_speculation,
         max_utterance_s=args.max_utterance_s,

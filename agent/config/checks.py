@@ -138,6 +138,8 @@ def check_turn_taking(conversation: ConversationConfig) -> None:
         raise ValueError("--endpoint-max-ms must be at least --endpoint-ms")
     if not 0 <= conversation.endpoint_words_ms <= conversation.endpoint_max_ms:
         raise ValueError("--endpoint-words-ms must be between 0 and --endpoint-max-ms")
+    if not 0 <= conversation.endpoint_unsure_ms <= conversation.endpoint_max_ms:
+        raise ValueError("--endpoint-unsure-ms must be between 0 and --endpoint-max-ms")
     if not 0.0 < conversation.turn_threshold < 1.0:
         raise ValueError("--turn-threshold must be between 0 and 1")
     if not 0 < conversation.barge_in_ms <= conversation.barge_in_max_ms:

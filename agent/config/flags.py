@@ -185,6 +185,14 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
         "--endpoint-max-ms)",
     )
     conv.add_argument(
+        "--endpoint-unsure-ms",
+        type=int,
+        default=d_conv.endpoint_unsure_ms,
+        help="with the end-of-turn model: silence after which a turn that sounded finished "
+        "ends when its words' ending is unsure (a last word Whisper may have made up; 0: "
+        "only at --endpoint-max-ms)",
+    )
+    conv.add_argument(
         "--turn-threshold",
         type=float,
         default=d_conv.turn_threshold,

@@ -6,7 +6,7 @@ agent waits, up to `endpoint_max_ms` of silence. Without Smart Turn, `endpoint_m
 ends it.
 
 The transcript has a say too: a voice that sounds finished over words that stop mid-phrase
-waits for more (or the ceiling), and over an unsure last word it waits `endpoint_words_ms`; a
+waits for more (or the ceiling), and over an unsure last word it waits `endpoint_unsure_ms`; a
 voice that does not sound finished over words that read finished waits `endpoint_words_ms`
 rather than the ceiling, unless the model is sure the turn goes on (`SURE_INCOMPLETE`).
 """
@@ -57,6 +57,7 @@ class TurnEnd:
     ) -> None:
         self._speculate = config.speculate
         self._words_ms = config.endpoint_words_ms
+        self._unsure_ms = config.endpoint_unsure_ms
         self._policy = EndpointPolicy(config.turn_threshold)
         self._turn_model = turn_model
         self._turn_executor = turn_executor
@@ -117,15 +118,19 @@ class TurnEnd:
         await reply.transcribed.wait()
         wait = wait_after_pause(verdict, reply.transcript or "", reply.last_word_probability)
         if wait is Wait.WORDS:
-            await self._words_endpoint(reply, probability, audio, speech_end_wall)
+            await self._words_endpoint(reply, probability, audio, speech_end_wall, wait_ms)
 
     async def _words_endpoint(
-        self, reply: ReplyTurn, probability: float | None, audio: Int16Array, speech_end_wall: float
+        self,
+        reply: ReplyTurn,
+        probability: float | None,
+        audio: Int16Array,
+        speech_end_wall: float,
+        wait_ms: int,
     ) -> None:
-        """End the turn once the user has been silent `endpoint_words_ms` (cancelled when
-        they speak again)."""
-        wait_s = self._words_ms / 1000
-        await asyncio.sleep(max(0.0, speech_end_wall + wait_s - time.time()))
+        """End the turn once the user has been silent `wait_ms` (cancelled when they speak
+        again)."""
+        await asyncio.sleep(max(0.0, speech_end_wall + wait_ms / 1000 - time.time()))
         if not self._turns.answered and self._replies.current is reply:
             self._decide(_Decision(Kind.WORDS, time.time(), probability), audio, speech_end_wall)
 
@@ -203,18 +208,22 @@ class TurnEnd:
 
     def _words_hold(self, reply: ReplyTurn, decision: _Decision) -> bool:
         """The voice sounded done; do the words say wait? Words that stop mid-phrase wait
-        for more (or the ceiling); an unsure ending waits `endpoint_words_ms`."""
+        for more (or the ceiling); an unsure ending waits `endpoint_unsure_ms`."""
         assert decision.probability is not None  # Smart Turn decided it
         verdict = Verdict(True, decision.probability)
         wait = wait_after_pause(verdict, reply.transcript or "", reply.last_word_probability)
         if wait is Wait.CEILING:
             reason = "words"
-        elif wait is Wait.WORDS and self._words_ms:
+        elif wait is Wait.UNSURE and self._unsure_ms:
             reason = "unsure word"
             self.cancel_verdict()
             self._verdict_task = asyncio.get_running_loop().create_task(
                 self._words_endpoint(
-                    reply, decision.probability, reply.audio, reply.speech_end_wall
+                    reply,
+                    decision.probability,
+                    reply.audio,
+                    reply.speech_end_wall,
+                    self._unsure_ms,
                 ),
                 name=f"turn-{reply.turn_id}-words-endpoint",
             )

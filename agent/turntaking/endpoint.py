@@ -16,7 +16,7 @@ exists, so the hold costs no latency when it does not apply.
 Whisper, given a phrase cut short and a pause, sometimes ends it with a word of its own: "I
 would like to book a table for it." (so it heard Piper's voice over Opus, with Whisper base).
 Such a word is one Whisper is unsure of. A statement whose words before an unsure last word
-stop mid-phrase is an *unsure ending*: the turn waits `endpoint_words_ms` of silence, not the
+stop mid-phrase is an *unsure ending*: the turn waits `endpoint_unsure_ms` of silence, not the
 ceiling, because real last words are sometimes unsure too (see `UNSURE_LAST_WORD`).
 """
 
@@ -130,7 +130,7 @@ UNSURE_LAST_WORD = 0.5
 made-up "it" above scored 0.33 to 0.42 at pauses of 100 to 300 ms. Of 90 complete sentences
 (espeak-ng voices and Piper joe, Whisper base's own greedy transcripts), 10 ended in a word
 below 0.5; of those, 2 were questions whose words before it stop mid-phrase (exempt), 1 ended
-in "..." (held anyway), and 1 is a statement that waits `endpoint_words_ms` for nothing ("...
+in "..." (held anyway), and 1 is a statement that waits `endpoint_unsure_ms` for nothing ("...
 under the stars almost every night.", "night" at 0.43)."""
 
 _WORD = re.compile(r"[a-z0-9']+")
@@ -144,7 +144,8 @@ class Kind(Enum):
     """No semantic model: `endpoint_ms` of silence."""
     WORDS = "words"
     """The model called it incomplete, but the transcript reads as a finished sentence, and
-    the user stayed silent for `endpoint_words_ms`."""
+    the user stayed silent for `endpoint_words_ms`; or the words' ending was unsure, and the
+    user stayed silent for `endpoint_unsure_ms`."""
     CEILING = "ceiling"
     """The model called it incomplete (or the words did), and the user stayed silent for
     `endpoint_max_ms`."""
@@ -174,7 +175,10 @@ class Wait(Enum):
     NONE = "none"
     """It is over: end it now."""
     WORDS = "words"
-    """`endpoint_words_ms` of silence."""
+    """`endpoint_words_ms` of silence: the words read finished, the voice did not."""
+    UNSURE = "unsure"
+    """`endpoint_unsure_ms` of silence: the voice sounded finished, the words' ending is
+    unsure (a last word Whisper may have made up, a question ending on "to?")."""
     CEILING = "ceiling"
     """`endpoint_max_ms` of silence."""
 
@@ -187,13 +191,13 @@ def wait_after_pause(
 ) -> Wait:
     """The endpoint's rule at a pause, from Smart Turn's verdict and the transcript of the
     speech so far. A voice that sounds finished ends the turn, unless its words stop
-    mid-phrase (the ceiling) or their ending is unsure (the words endpoint). A voice that
+    mid-phrase (the ceiling) or their ending is unsure (`Wait.UNSURE`). A voice that
     does not sound finished waits the ceiling, or only the words endpoint when the words
     read finished and the model is not sure the turn goes on (`sure_incomplete`)."""
     if verdict.complete:
         if words_continue(transcript):
             return Wait.CEILING
-        return Wait.WORDS if unsure_ending(transcript, last_word_probability) else Wait.NONE
+        return Wait.UNSURE if unsure_ending(transcript, last_word_probability) else Wait.NONE
     if verdict.probability >= sure_incomplete and words_finished(transcript, last_word_probability):
         return Wait.WORDS
     return Wait.CEILING
@@ -246,7 +250,7 @@ def dangling_question(transcript: str) -> bool:
     """A question whose last word usually goes on: "Can you tell me the way to?". Whisper
     hears the pitch of a phrase cut short as a question's (4 of 40 cut phrases in
     benchmarks/results/turns/pauses, none of the 40 complete ends); "Who are you talking
-    to?" is a whole one, so this only waits `endpoint_words_ms`, never the ceiling, when
+    to?" is a whole one, so this only waits `endpoint_unsure_ms`, never the ceiling, when
     the voice sounds finished."""
     text = transcript.strip()
     words = _WORD.findall(text.lower())

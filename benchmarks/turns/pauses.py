@@ -75,6 +75,7 @@ class Policy:
     """Below this probability the transcript cannot shorten the wait."""
     words_ms: int
     max_ms: int
+    unsure_ms: int = ConversationConfig.endpoint_unsure_ms
 
 
 def pauses_of(case: Case, runtime: Runtime, conversation: ConversationConfig) -> list[Pause]:
@@ -135,7 +136,9 @@ def decision_ms(pause: Pause, policy: Policy) -> float:
     decided = pause.detected_ms + pause.turn_ms
     if wait is Wait.NONE:
         return decided
-    return max(policy.words_ms, decided) if wait is Wait.WORDS else policy.max_ms
+    if wait is Wait.WORDS:
+        return max(policy.words_ms, decided)
+    return max(policy.unsure_ms, decided) if wait is Wait.UNSURE else policy.max_ms
 
 
 def replay(pauses: Sequence[Pause], policy: Policy) -> dict[str, Any]:
@@ -174,8 +177,8 @@ def replay(pauses: Sequence[Pause], policy: Policy) -> dict[str, Any]:
 
 
 def policies(base: ConversationConfig) -> list[Policy]:
-    grid = itertools.product((0.3, 0.4, 0.5), (0.0, 0.03, 0.05, 0.1), (700, 1000))
-    return [Policy(t, s, w, base.endpoint_max_ms) for t, s, w in grid]
+    grid = itertools.product((0.3, 0.4, 0.5), (0.0, 0.03, 0.05, 0.1), (400, 500, 700))
+    return [Policy(t, s, w, base.endpoint_max_ms, base.endpoint_unsure_ms) for t, s, w in grid]
 
 
 def replays(
@@ -212,14 +215,15 @@ def markdown(result: dict[str, Any]) -> str:
         "",
         "## The policy replayed (false end of turn on incomplete, delay on complete)",
         "",
-        "| VAD pause | threshold | sure incomplete below | words wait | false end of turn "
-        "| delay p50 / p90 ms | at the ceiling |",
-        "|---:|---:|---:|---:|---:|---:|---:|",
+        "| VAD pause | threshold | sure incomplete below | words wait | unsure wait "
+        "| false end of turn | delay p50 / p90 ms | at the ceiling |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in result["replays"]:
         lines.append(
             f"| {row['pause_ms']} | {row['threshold']} | {row['sure_incomplete']} "
-            f"| {row['words_ms']} | {row['false_end_of_turn']}/{row['incomplete_cases']} "
+            f"| {row['words_ms']} | {row['unsure_ms']} "
+            f"| {row['false_end_of_turn']}/{row['incomplete_cases']} "
             f"({row['false_end_of_turn_pct']}%) | {row['delay_p50_ms']} / {row['delay_p90_ms']} "
             f"| {row['delay_at_ceiling']}/{row['complete_cases']} |"
         )
