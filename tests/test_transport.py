@@ -218,4 +218,21 @@ async def test_shutdown_closes_every_session(start_server: ServerFactory) -> Non
             await client.close()
 
 
+async def test_a_session_closed_before_its_channel_opens_still_says_why(
+    start_server: ServerFactory,
+) -> None:
+    """The page shows the server's reason only if `closing` arrives: closing a session in
+    the gap between the answer and the events channel opening must not lose it."""
+    pipeline = RecordingPipeline()
+    server = await start_server(pipeline=pipeline)
+    client = AgentClient(server.url)
+    try:
+        body = await client.connect()
+        assert await server.sessions.close(body["session_id"], "restarting")
+        closing = await client.wait_for_event("closing", timeout=5, since=0)
+        assert closing["reason"] == "restarting"
+    finally:
+        await client.close()
+
+
 pytestmark = pytest.mark.timeout(60)

@@ -66,6 +66,7 @@ class Session:
         self._sink_factory = sink_factory
         self._sink: AudioSink | None = None
         self._channel: RTCDataChannel | None = None
+        self._channel_open = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
         self._close_requested = asyncio.Event()
         self._closed = asyncio.Event()
@@ -113,6 +114,7 @@ class Session:
         if self._closed.is_set():
             return
         self.request_close(self.close_reason or "closed")
+        await self._await_channel_for_goodbye()
         self.send_event(
             {"type": "closing", "reason": self.close_reason, "reconnect": self.close_reconnect}
         )
@@ -132,6 +134,21 @@ class Session:
         finally:
             self._closed.set()
             log.info("session %s closed: %s", self.id, self.close_reason)
+
+    async def _await_channel_for_goodbye(self) -> None:
+        """A peer opens its events channel moments after it connects (the SCTP association
+        and the channel's open handshake follow ICE and DTLS): a session closed in that gap
+        would drop its `closing` event, and the page would report a broken connection
+        instead of the reason. So wait for the channel, briefly, when it is on its way: the
+        offer asked for one and the connection has not failed."""
+        if self._channel_open.is_set() or self.pc.sctp is None:
+            return
+        if self.pc.connectionState in ("failed", "closed"):
+            return
+        try:
+            await asyncio.wait_for(self._channel_open.wait(), CLOSING_DRAIN_S)
+        except TimeoutError:
+            log.debug("session %s: events channel never opened; closing without goodbye", self.id)
 
     def _spawn(self, coro: Any, name: str) -> None:
         task: asyncio.Task[None] = asyncio.get_running_loop().create_task(
@@ -166,6 +183,10 @@ class Session:
             return
         self._channel = channel
         channel.on("message", self._on_message)
+        if channel.readyState == "open":
+            self._channel_open.set()
+        else:
+            channel.on("open", self._channel_open.set)
 
     # -- inbound audio --------------------------------------------------------------------
 
