@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from agent.dialogue.overlap import Overlap as HeardOverlap
 from agent.turntaking.barge_in import BargeInSettings, Overlap, is_backchannel, judge
 
 SETTINGS = BargeInSettings(confirm_ms=200, max_ms=900)
@@ -11,7 +12,18 @@ SETTINGS = BargeInSettings(confirm_ms=200, max_ms=900)
 
 @pytest.mark.parametrize(
     "transcript",
-    ["Mm-hmm.", "Uh-huh", "Uhuh.", "yeah, right", "Okay.", "", "Thank you.", "I'm", "Haha."],
+    [
+        "Mm-hmm.",
+        "Uh-huh",
+        "Uhuh.",
+        "yeah, right",
+        "Okay.",
+        "",
+        "Thank you.",
+        "I'm",
+        "Haha.",
+        "Uh-oh.",
+    ],
 )
 def test_backchannels_however_whisper_spells_them(transcript: str) -> None:
     assert is_backchannel(transcript)
@@ -47,3 +59,17 @@ def test_one_word_of_a_sound_still_going_on_is_not_yet_a_verdict() -> None:
 def test_settings_are_checked() -> None:
     with pytest.raises(ValueError, match="barge-in"):
         BargeInSettings(confirm_ms=1000, max_ms=900)
+
+
+def test_one_echoed_word_resumes_the_agent_only_once_the_sound_is_over() -> None:
+    """The agent began "My favorite book" and its echo came back as "my"; a user who starts
+    "My question is" says the same first word, so one word is no verdict while it goes on."""
+    overlap = HeardOverlap(reply=None, agent_recent="My favorite book")  # type: ignore[arg-type]
+    overlap.transcript, overlap.voiced_ms = "my", 300
+    overlap.speaking = True
+    assert overlap.verdict(SETTINGS) is Overlap.WAIT
+    overlap.speaking = False
+    overlap.transcript_voiced_ms = 300
+    assert overlap.verdict(SETTINGS) is Overlap.RESUME
+    overlap.transcript = "Stop."
+    assert overlap.verdict(SETTINGS) is Overlap.INTERRUPT

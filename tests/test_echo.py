@@ -145,8 +145,12 @@ def test_words_that_repeat_the_agent_are_its_echo() -> None:
     assert echoes_agent("the sea is vast", "The sea is vast and deep")
     assert echoes_agent("Air planes fly", said)  # Whisper's reading of a quiet copy
     assert not echoes_agent("stop, what about rivers", said)
-    # One word resembles some stretch by chance: never taken for echo.
+    # One word resembles some stretch by chance: only the same word, just said, is echo.
     assert not echoes_agent("Sorry.", said) and not echoes_agent("Stop.", said)
+    assert not echoes_agent("Airplanes.", said)  # said, but too long ago for an echo
+    assert echoes_agent("my", "My favorite book")  # the turns benchmark's echo of "My"
+    assert echoes_agent("In.", said)
+    assert not echoes_agent("Wait!", "you just have to wait")  # it takes the floor
     assert not echoes_agent("", said)
 
 

@@ -72,9 +72,12 @@ class Overlap:
         self.transcript_voiced_ms = self.transcribing_voiced_ms
 
     def verdict(self, settings: barge_in.BargeInSettings) -> barge_in.Overlap:
-        if self.transcript and echoes_agent(self.transcript, self.agent_recent):
-            return barge_in.Overlap.RESUME  # the agent's own voice, back through the mic
         transcript = self.transcript
+        # The agent's own voice, back through the mic. One word only once the sound is over:
+        # the first word of a user's sentence ("My question is") can be the agent's last.
+        whole = not self.speaking or len((transcript or "").split()) > 1
+        if transcript and whole and echoes_agent(transcript, self.agent_recent):
+            return barge_in.Overlap.RESUME
         if transcript is not None and not self.speaking and self.needs_transcript(settings):
             transcript = None  # a fresh one for the whole overlap is on its way
         if self.transcribing is not None and not self.speaking:

@@ -101,6 +101,7 @@ _SPELLINGS = frozenset(word.replace("-", "") for word in BACKCHANNELS) | {
     "mhmm",
     "hmhm",
     "uhhuh",
+    "uhoh",  # Whisper's "uh-huh" over the agent's voice ("Uh-oh." in the turns benchmark)
 }
 
 

@@ -270,17 +270,33 @@ def _residual(
     return residual
 
 
+ONE_WORD_SPAN = 4
+"""The agent's last words (of `agent_recent`, the estimated cut and what was sent just past
+it) that a one-word echo may repeat, letter for letter."""
+
+FLOOR_WORDS = frozenset(
+    ["stop", "wait", "no", "what", "hold", "hey", "sorry", "actually", "excuse", "pardon"]
+)
+"""One word that takes the turn whatever the agent just said: never taken for its echo."""
+
+
 def echoes_agent(transcript: str, agent_recent: str, similarity: float = 0.8) -> bool:
     """Do the words heard over the agent repeat what it has just said? The backstop for echo
     the envelope test let through (for the barge-in judge). Whisper hears a quiet, garbled
     copy as other words ("air planes" for "airplanes", "and splice" for "and spice"), so the
     letters of the transcript are compared with those of the stretch of `agent_recent` (the
-    last words the agent played) that resembles them most. Only two words or more: one
-    word matches some stretch by chance too easily ("sorry" and "history")."""
+    last words the agent played) that resembles them most. One word resembles some stretch
+    by chance too easily ("sorry" and "history"), so a single word is echo only when it is
+    one of the agent's last `ONE_WORD_SPAN` words exactly, and not a word that takes the
+    floor (`FLOOR_WORDS`): the turns benchmark's echo of a reply that began "My favorite
+    book" came back as "my", and stopped the agent."""
     heard_words = _words(transcript)
     said = _words(agent_recent)
-    if len(heard_words) < 2 or not said:
+    if not heard_words or not said:
         return False
+    if len(heard_words) == 1:
+        word = heard_words[0]
+        return word not in FLOOR_WORDS and word in said[-ONE_WORD_SPAN:]
     heard = "".join(heard_words)
     best = 0.0
     for size in range(max(1, len(heard_words) - 1), len(heard_words) + 2):
