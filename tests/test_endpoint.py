@@ -27,6 +27,8 @@ from agent.turntaking.endpoint import (
         "So I was thinking...",
         "and the?",
         "Milk, eggs, bread and",
+        "I think that",
+        "I would like this...",
         "I need",
     ],
 )
@@ -48,6 +50,8 @@ def test_words_that_stop_mid_phrase_continue(transcript: str) -> None:
         "It costs 20.",
         "No.",
         "Stop, I have another question.",
+        "Yes, let us do that.",
+        "I am not really sure about those.",
     ],
 )
 def test_finished_sentences_are_finished(transcript: str) -> None:

@@ -117,6 +117,13 @@ NEVER_LAST_WORDS = frozenset(
 )
 """Of those, the ones that end no sentence at all, not even a question."""
 
+PRONOUNS_TOO = frozenset(["that", "this", "these", "those"])
+"""Of those, the ones that end a statement as pronouns ("Yes, let us do that.", "I am not
+sure about that."): dangling without a full stop, finished with one. Both of those bench
+utterances waited the 2 s ceiling for their "that"; at the pauses of the turns corpus,
+"I was going to say that." (then "um, the meeting moved") scored below `SURE_INCOMPLETE`
+every time, so it waits all the same."""
+
 SURE_INCOMPLETE = 0.05
 """Below this probability Smart Turn is sure the turn goes on, and words that read finished
 do not end it before the ceiling. At the pauses of 700 ms or more inside 40 cut utterances
@@ -230,6 +237,8 @@ def words_continue(transcript: str) -> bool:
         return words[-1] in NEVER_LAST_WORDS
     if text.endswith((",", "...", "…", "-", "—", ";", ":")):
         return True
+    if words[-1] in PRONOUNS_TOO and text.endswith("."):
+        return False
     return words[-1] in DANGLING_WORDS
 
 
