@@ -326,7 +326,10 @@ async def test_small_models_smart_turn_hears_a_finished_and_an_unfinished_senten
     # Then the transcript holds the turn (agent/turntaking/endpoint.py): its dangling word,
     # or, when Whisper made a word up in the pause ("a table for it."), how unsure it is of
     # that word. Piper samples its voice (each synthesis differs, and Whisper's reading with
-    # it), so: held by the endpoint's rule, most of the time.
+    # it), so: held by the endpoint's rule, most of the time. Here 18 of 20 were held; the
+    # other two were "... for it." with "it" at 0.56 and 0.83, sure enough to end a
+    # sentence ("I am looking for it."). At 9 in 10, two holds of three tries fail about one
+    # run in 36 (a CI run did); five of eight, about one in 200.
     policy = EndpointPolicy(small_runtime.config.conversation.turn_threshold)
 
     async def held(text: str) -> bool:
@@ -336,8 +339,8 @@ async def test_small_models_smart_turn_hears_a_finished_and_an_unfinished_senten
         verdict = policy.judge(model.probability(np.concatenate([audio, silence(0.2, STT_RATE)])))
         return wait_after_pause(verdict, words.text, words.last_word_probability) is not Wait.NONE
 
-    holds = [await held("I would like to book a table for") for _ in range(3)]
-    assert sum(holds) >= 2, holds
+    holds = [await held("I would like to book a table for") for _ in range(8)]
+    assert sum(holds) >= 5, holds
 
 
 async def test_small_models_smollm2_answers_in_english(small_runtime: Runtime) -> None:

@@ -222,12 +222,17 @@ async def test_a_session_closed_before_its_channel_opens_still_says_why(
     start_server: ServerFactory,
 ) -> None:
     """The page shows the server's reason only if `closing` arrives: closing a session in
-    the gap between the answer and the events channel opening must not lose it."""
+    the gap between ICE finding the peer and the events channel opening must not lose it."""
     pipeline = RecordingPipeline()
     server = await start_server(pipeline=pipeline)
     client = AgentClient(server.url)
     try:
         body = await client.connect()
+        pc = pipeline.sessions[body["session_id"]].pc
+        while pc.iceConnectionState not in ("connected", "completed"):
+            await asyncio.sleep(0.001)
+        # DTLS, then SCTP, then the channel's own handshake: still to come.
+        assert pc.sctp is not None and pc.sctp.state != "connected"
         assert await server.sessions.close(body["session_id"], "restarting")
         closing = await client.wait_for_event("closing", timeout=5, since=0)
         assert closing["reason"] == "restarting"

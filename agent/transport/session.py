@@ -136,14 +136,17 @@ class Session:
             log.info("session %s closed: %s", self.id, self.close_reason)
 
     async def _await_channel_for_goodbye(self) -> None:
-        """A peer opens its events channel moments after it connects (the SCTP association
-        and the channel's open handshake follow ICE and DTLS): a session closed in that gap
+        """A peer opens its events channel moments after ICE finds it (DTLS, the SCTP
+        association and the channel's open handshake follow): a session closed in that gap
         would drop its `closing` event, and the page would report a broken connection
         instead of the reason. So wait for the channel, briefly, when it is on its way: the
-        offer asked for one and the connection has not failed."""
+        offer asked for one, and a peer answered ICE's checks (an offer whose sender never
+        connects, a fuzzed one or a vanished browser, closes without waiting)."""
         if self._channel_open.is_set() or self.pc.sctp is None:
             return
         if self.pc.connectionState in ("failed", "closed"):
+            return
+        if self.pc.iceConnectionState not in ("connected", "completed"):
             return
         try:
             await asyncio.wait_for(self._channel_open.wait(), CLOSING_DRAIN_S)
