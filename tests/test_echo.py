@@ -149,6 +149,7 @@ def test_words_that_repeat_the_agent_are_its_echo() -> None:
     assert not echoes_agent("Sorry.", said) and not echoes_agent("Stop.", said)
     assert not echoes_agent("Airplanes.", said)  # said, but too long ago for an echo
     assert echoes_agent("my", "My favorite book")  # the turns benchmark's echo of "My"
+    assert not echoes_agent("my", "My favorite book", sound_over=False)  # "My question is"
     assert echoes_agent("In.", said)
     assert not echoes_agent("Wait!", "you just have to wait")  # it takes the floor
     assert not echoes_agent("", said)

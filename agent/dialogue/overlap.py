@@ -73,11 +73,9 @@ class Overlap:
 
     def verdict(self, settings: barge_in.BargeInSettings) -> barge_in.Overlap:
         transcript = self.transcript
-        # The agent's own voice, back through the mic. One word only once the sound is over:
-        # the first word of a user's sentence ("My question is") can be the agent's last.
-        whole = not self.speaking or len((transcript or "").split()) > 1
-        if transcript and whole and echoes_agent(transcript, self.agent_recent):
-            return barge_in.Overlap.RESUME
+        over = not self.speaking
+        if transcript and echoes_agent(transcript, self.agent_recent, sound_over=over):
+            return barge_in.Overlap.RESUME  # the agent's own voice, back through the mic
         if transcript is not None and not self.speaking and self.needs_transcript(settings):
             transcript = None  # a fresh one for the whole overlap is on its way
         if self.transcribing is not None and not self.speaking:

@@ -280,7 +280,9 @@ FLOOR_WORDS = frozenset(
 """One word that takes the turn whatever the agent just said: never taken for its echo."""
 
 
-def echoes_agent(transcript: str, agent_recent: str, similarity: float = 0.8) -> bool:
+def echoes_agent(
+    transcript: str, agent_recent: str, *, sound_over: bool = True, similarity: float = 0.8
+) -> bool:
     """Do the words heard over the agent repeat what it has just said? The backstop for echo
     the envelope test let through (for the barge-in judge). Whisper hears a quiet, garbled
     copy as other words ("air planes" for "airplanes", "and splice" for "and spice"), so the
@@ -288,15 +290,16 @@ def echoes_agent(transcript: str, agent_recent: str, similarity: float = 0.8) ->
     last words the agent played) that resembles them most. One word resembles some stretch
     by chance too easily ("sorry" and "history"), so a single word is echo only when it is
     one of the agent's last `ONE_WORD_SPAN` words exactly, and not a word that takes the
-    floor (`FLOOR_WORDS`): the turns benchmark's echo of a reply that began "My favorite
-    book" came back as "my", and stopped the agent."""
+    floor (`FLOOR_WORDS`), and only once the sound is over (`sound_over`): the turns
+    benchmark's echo of a reply that began "My favorite book" came back as "my", and stopped
+    the agent, but a user who starts "My question is" says the agent's last word too."""
     heard_words = _words(transcript)
     said = _words(agent_recent)
     if not heard_words or not said:
         return False
     if len(heard_words) == 1:
         word = heard_words[0]
-        return word not in FLOOR_WORDS and word in said[-ONE_WORD_SPAN:]
+        return sound_over and word not in FLOOR_WORDS and word in said[-ONE_WORD_SPAN:]
     heard = "".join(heard_words)
     best = 0.0
     for size in range(max(1, len(heard_words) - 1), len(heard_words) + 2):
