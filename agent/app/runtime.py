@@ -25,6 +25,7 @@ from agent.stages.llm import ChatBackend
 from agent.stages.llm.build_check import check_llama_build
 from agent.stages.llm.llama import ChatModel
 from agent.stages.llm.remote import RemoteChatModel
+from agent.stages.llm.unpack import Weights, weights_for_cpu
 from agent.stages.stt import Transcriber
 from agent.stages.tts import Synthesizer
 from agent.stages.tts.mms import MmsSynthesizer
@@ -103,13 +104,18 @@ async def load_chat(config: AppConfig, resolved: ResolvedModels, device: DeviceI
             system_prompt=conversation.full_system_prompt,
         )
     assert resolved.llm is not None  # resolve_models gives a GGUF without --llm-url
+    weights = Weights(resolved.llm, "as published")
     no_repack = False
     if not device.llm_gpu:
-        no_repack = await asyncio.to_thread(check_llama_build, resolved.llm, models.models_dir)
+        if models.llm_unpack:
+            weights = await asyncio.to_thread(weights_for_cpu, resolved.llm, models.models_dir)
+        no_repack = await asyncio.to_thread(check_llama_build, weights.path, models.models_dir)
     llama = await asyncio.to_thread(
-        load_llama, resolved.llm, models.llm_context, device, no_repack=no_repack
+        load_llama, weights.path, models.llm_context, device, no_repack=no_repack
     )
-    return ChatModel(llama, max_reply_tokens=conversation.max_reply_tokens)
+    return ChatModel(
+        llama, max_reply_tokens=conversation.max_reply_tokens, weights=weights.description
+    )
 
 
 class Runtime:

@@ -96,6 +96,8 @@ class ModelConfig:
     """The end-of-turn model (Smart Turn ONNX); `None`: the profile's."""
     device: str = "auto"
     llm_context: int = 4096
+    llm_unpack: bool = True
+    """On a CPU, load a tiny quantized GGUF unpacked to F16 (agent/stages/llm/unpack.py)."""
     tts: str = "auto"
     """`piper`, `mms`, or `auto`: Piper for English, MMS-TTS for any other language."""
     llm_url: str | None = None
@@ -254,6 +256,7 @@ def config_from_args(args: argparse.Namespace) -> AppConfig:
         turn=args.turn_model,
         device=args.device,
         llm_context=args.llm_context,
+        llm_unpack=not args.llm_as_published,
         tts=args.tts,
         llm_url=checks.check_llm_url(args.llm_url),
         llm_model=args.llm_model,

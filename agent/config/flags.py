@@ -114,6 +114,13 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
         "request, unless the server reports it)",
     )
     models.add_argument(
+        "--llm-as-published",
+        action="store_true",
+        default=False,
+        help="on a CPU, load the GGUF as it is: do not unpack a tiny quantized model to F16 "
+        "(same weights, faster prompts)",
+    )
+    models.add_argument(
         "--llm-url",
         default=None,
         help="base URL of an OpenAI-compatible server (vLLM, SGLang, llama-server, "

@@ -41,6 +41,7 @@ class ChatModel:
         max_reply_tokens: int,
         temperature: float = 0.7,
         saved_context_bytes: int = DEFAULT_BUDGET_BYTES,
+        weights: str = "as published",
     ) -> None:
         from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
@@ -48,6 +49,7 @@ class ChatModel:
         self._contexts = ConversationContexts(llama, saved_context_bytes)
         self.max_reply_tokens = max_reply_tokens
         self._temperature = temperature
+        self.weights = weights
         self._lock = asyncio.Lock()
         self._generation_threads = int(llama.n_threads)
         self._prefill_threads = self._generation_threads
@@ -87,7 +89,7 @@ class ChatModel:
         await asyncio.to_thread(self.close)
 
     def describe(self) -> dict[str, Any]:
-        return {"backend": "in-process", "context": self.n_ctx}
+        return {"backend": "in-process", "context": self.n_ctx, "weights": self.weights}
 
     def render(self, messages: Sequence[Message]) -> list[int]:
         prompt: str = self._formatter(messages=list(messages)).prompt  # type: ignore[arg-type]
