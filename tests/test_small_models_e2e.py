@@ -45,6 +45,8 @@ async def small_runtime(small_models: Path) -> AsyncIterator[Runtime]:
     )
     runtime = await Runtime.load(config)
     assert runtime.turn_model is not None, "the small set has Smart Turn"
+    # What these tests hear is SmolLM2 as served on a CPU: its weights unpacked to F16.
+    assert runtime.chat.describe()["weights"].startswith("F16, unpacked from Q4_1")
     yield runtime
     await runtime.aclose()
 
