@@ -49,6 +49,8 @@ class ScriptedChat:
     cancelled: int = 0
     stopped_early: int = 0
     """Generations ended because the caller had enough (the sentence cap)."""
+    written: list[str] = field(default_factory=list)
+    """Each generation's text, up to where it ended."""
 
     async def generate(
         self,
@@ -82,6 +84,7 @@ class ScriptedChat:
             self.cancelled += 1
             raise
         text = " ".join(words[:sent])
+        self.written.append(text)
         return Generation(text, 10, 10, sent, 0.0, first, finish_reason=finish)
 
 

@@ -524,11 +524,12 @@ async def test_a_reply_that_copies_an_earlier_one_is_asked_for_again_without_the
     make: Make,
 ) -> None:
     """The scripted model says the same thing every turn, as SmolLM2 did once its history
-    held two alike replies: the second turn's first chunk is a copy, so the reply is asked
-    for again without the earlier turns, and only that one is spoken."""
+    held two alike replies: the second turn's first words are a copy, so the reply is asked
+    for again without the earlier turns, and only that one is spoken. The copy stops five
+    words in, not at the end of its first chunk."""
     h = make()
     h.transcriber.texts = ["Hello there", "Play some music"]
-    h.chat.reply = "Sure, I can help with that. It is sunny today."
+    h.chat.reply = "Sure, I can help with that and anything else you need. It is sunny today."
     for _ in range(2):
         await h.play(SPEECH, 0.6)
         await h.play(SILENCE, 0.5)
@@ -539,7 +540,8 @@ async def test_a_reply_that_copies_an_earlier_one_is_asked_for_again_without_the
     metrics = h.log.of("turn_metrics")
     assert [m["reply_retried"] for m in metrics] == [False, True]
     spoken = [e["delta"] for e in h.log.of("agent_text") if e["turn"] == metrics[1]["turn"]]
-    assert "".join(spoken).count("Sure, I can help with that.") == 1  # the copy was not said
+    assert "".join(spoken).count("Sure, I can help with that") == 1  # the copy was not said
+    assert h.chat.written[1] == "Sure, I can help with that"
     assert h.conversation.history.messages[-1]["content"] == h.chat.reply
 
 

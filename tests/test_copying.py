@@ -1,5 +1,6 @@
 """A reply that copies what was said before (agent/dialogue/copying.py): the words check,
-and the real SmolLM2-135M (the `small` set) doing it, and not doing it without its history."""
+and the real SmolLM2-135M (the `small` set) doing it, the check telling it by its first
+words, and the model not doing it without its history."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from agent.config import ConversationConfig
-from agent.dialogue.copying import copies, said_before, without_earlier_turns
+from agent.dialogue.copying import SaidBefore, without_earlier_turns
 from agent.models.device import detect_device
 from agent.models.loaders import load_llama
 from agent.stages.chunker import SpeechChunker
@@ -19,15 +20,43 @@ SAME = "I'm glad you're interested in exploring more. I'll do the same. Let's do
 
 
 def test_a_first_chunk_that_repeats_an_earlier_reply_copies() -> None:
-    earlier = [SAME, "Play some relaxing music, please."]
-    assert copies("I'm glad you're interested in exploring more.", earlier)
-    assert copies("I'm GLAD you're interested,", earlier)  # case and marks aside
-    assert copies("Play some relaxing music, please.", earlier)  # the user's words back
+    said = SaidBefore((SAME,), "Play some relaxing music, please.")
+    assert said.copied_in("I'm glad you're interested in exploring more.")
+    assert said.copied_in("I'm GLAD you're interested,")  # case and marks aside
     # SmolLM2 prefixed its copy so: five words in a row are a copy wherever they stand.
-    assert copies("That's wonderful. I'm glad you're interested in exploring", earlier)
-    assert not copies("I'm glad to help.", earlier)
-    assert not copies("I'm glad", earlier)  # too few words to tell
-    assert not copies("Sure, I will play some relaxing music.", earlier)
+    assert said.copied_in("That's wonderful. I'm glad you're interested in exploring")
+    assert not said.copied_in("I'm glad to help.")
+    assert not said.copied_in("I'm glad")  # too few words to tell
+
+
+def test_the_users_words_are_copied_only_when_read_back() -> None:
+    """Taking up the user's words answers them; saying them back, alone or at length, does
+    not. The first three are replies the bench of 2026-12-03 asked for again."""
+    assert not SaidBefore((), "Who wrote the novel pride and prejudice?").copied_in(
+        "The novel Pride and Prejudice is by Jane Austen"
+    )
+    assert not SaidBefore((), "I would like to book a table for 2 to hide.").copied_in(
+        "You can use a table for 2 to hide"
+    )
+    piano = SaidBefore((), "I've been learning to play the piano for about three months.")
+    assert not piano.copied_in("Great, you've been learning to play the piano for")
+    assert piano.copied_in("So, I've been learning to play the piano for about")  # 8 in a row
+    music = SaidBefore((), "Play some relaxing music, please.")
+    assert music.copied_in("Play some relaxing music, please.")
+    assert music.copied_in("Relaxing music, please.")  # nothing but the user's words
+    assert not music.copied_in("Sure, I will play some relaxing music.")
+    assert not music.copied_in("Some music.")  # too few words to tell
+
+
+def test_a_copy_shows_in_its_first_words_before_its_chunk_is_finished() -> None:
+    said = SaidBefore((SAME,), "I've been learning to play the piano for about three months.")
+    assert said.copied_so_far("I'm glad you're interested in ")
+    assert not said.copied_so_far("I'm glad you're interested in")  # "in" may go on: "inside"
+    assert not said.copied_so_far("I'm glad you're")  # a finished chunk would tell, not this
+    assert said.copied_so_far("So I've been learning to play the piano for a")
+    # Nothing but the user's words is judged on the whole chunk only: more may follow.
+    assert not SaidBefore((), "Play some relaxing music.").copied_so_far("Play some relaxing ")
+    assert not said.copied_so_far("")
 
 
 def test_what_a_copy_would_repeat_and_the_prompt_without_it() -> None:
@@ -37,7 +66,7 @@ def test_what_a_copy_would_repeat_and_the_prompt_without_it() -> None:
         {"role": "assistant", "content": SAME},
         {"role": "user", "content": "Play some music."},
     ]
-    assert said_before(prompt) == [SAME, "Play some music."]
+    assert SaidBefore.in_prompt(prompt) == SaidBefore((SAME,), "Play some music.")
     assert without_earlier_turns(prompt) == [prompt[0], prompt[-1]]
     assert without_earlier_turns(prompt[:1] + prompt[-1:]) == prompt[:1] + prompt[-1:]
 
@@ -68,9 +97,25 @@ async def test_smollm2_copies_an_earlier_reply_and_answers_without_its_history(
         generation = await chat.generate(messages, on_delta)
         return chunks[0] if chunks else " ".join(chunker.flush()) or generation.text
 
+    async def until_copied(messages: list[Message], said: SaidBefore) -> str:
+        text = ""
+
+        def on_delta(delta: str) -> bool:
+            nonlocal text
+            text += delta
+            return said.copied_so_far(text)
+
+        await chat.generate(messages, on_delta)
+        return text
+
     try:
-        assert copies(await first_chunk(prompt), said_before(prompt))
+        said = SaidBefore.in_prompt(prompt)
+        assert said.copied_in(await first_chunk(prompt))
+        # The copy told by its first words: stopped before its first chunk ended.
+        first_words = await until_copied(prompt, said)
+        assert said.copied_so_far(first_words), first_words
+        assert not SpeechChunker().push(first_words), first_words
         fresh = await first_chunk(without_earlier_turns(prompt))
-        assert fresh and not copies(fresh, said_before(prompt)), fresh
+        assert fresh and not said.copied_in(fresh), fresh
     finally:
         await chat.aclose()

@@ -27,7 +27,7 @@ import numpy as np
 
 from agent import events
 from agent.audio import Int16Array
-from agent.dialogue.copying import copies, said_before, without_earlier_turns
+from agent.dialogue.copying import SaidBefore, without_earlier_turns
 from agent.dialogue.history import ChatHistory
 from agent.dialogue.spoken import SpokenChunk, heard_text
 from agent.events import TurnMetrics
@@ -237,7 +237,7 @@ class ReplyTurn:
         cap = self.settings.max_sentences
         retry = without_earlier_turns(prompt)
         # A first turn has no earlier turns to leave out: asked again, it would say the same.
-        earlier: list[str] | None = said_before(prompt) if retry != prompt else None
+        earlier = SaidBefore.in_prompt(prompt) if retry != prompt else None
 
         def on_delta(delta: str) -> bool:
             nonlocal sentences, chunked, copied
@@ -246,7 +246,7 @@ class ReplyTurn:
             deadline.extend()
             self.reply_text += delta
             for chunk, written_to in chunker.push_spans(delta):
-                if not chunked and earlier is not None and copies(chunk, earlier):
+                if not chunked and earlier is not None and earlier.copied_in(chunk):
                     copied = True  # nothing of it was spoken: ask again (agent.dialogue.copying)
                     return True
                 chunked += 1
@@ -255,6 +255,9 @@ class ReplyTurn:
                     sentences += 1
                     if cap and sentences >= cap:
                         return True
+            if not chunked and earlier is not None and earlier.copied_so_far(self.reply_text):
+                copied = True  # a copy shows in its first words: no need to finish the chunk
+                return True
             return False
 
         started = time.perf_counter()
