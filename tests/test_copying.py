@@ -19,44 +19,60 @@ from agent.stages.llm.llama import ChatModel
 SAME = "I'm glad you're interested in exploring more. I'll do the same. Let's do that."
 
 
+def first_chunk_of(reply: str) -> str:
+    """The chunk the turn judges: the chunker's first, cut as in a reply."""
+    chunker = SpeechChunker()
+    return (chunker.push(reply) or chunker.flush())[0]
+
+
 def test_a_first_chunk_that_repeats_an_earlier_reply_copies() -> None:
-    said = SaidBefore((SAME,), "Play some relaxing music, please.")
+    said = SaidBefore((SAME, "The answer is: four."), "Play some relaxing music, please.")
     assert said.copied_in("I'm glad you're interested in exploring more.")
     assert said.copied_in("I'm GLAD you're interested,")  # case and marks aside
     # SmolLM2 prefixed its copy so: five words in a row are a copy wherever they stand.
-    assert said.copied_in("That's wonderful. I'm glad you're interested in exploring")
+    assert said.copied_in(first_chunk_of("That's wonderful. I'm glad you're interested in it"))
+    assert said.copied_in("The answer is:")  # a short chunk, as an earlier reply began
+    assert not said.copied_in("So the answer is:")
     assert not said.copied_in("I'm glad to help.")
     assert not said.copied_in("I'm glad")  # too few words to tell
 
 
-def test_the_users_words_are_copied_only_when_read_back() -> None:
-    """Taking up the user's words answers them; saying them back, alone or at length, does
-    not. The first three are replies the bench of 2026-12-03 asked for again."""
-    assert not SaidBefore((), "Who wrote the novel pride and prejudice?").copied_in(
-        "The novel Pride and Prejudice is by Jane Austen"
-    )
-    assert not SaidBefore((), "I would like to book a table for 2 to hide.").copied_in(
-        "You can use a table for 2 to hide"
-    )
-    piano = SaidBefore((), "I've been learning to play the piano for about three months.")
-    assert not piano.copied_in("Great, you've been learning to play the piano for")
-    assert piano.copied_in("So, I've been learning to play the piano for about")  # 8 in a row
+def test_the_users_words_are_copied_only_when_said_back_whole() -> None:
+    """Taking up the user's words answers them; saying them back, nothing else and nearly
+    all of them, does not. The first three are replies the bench of 2026-12-03 asked for
+    again; the chunks are cut as the chunker cuts a reply."""
+    cases = [
+        ("Who wrote the novel pride and prejudice?", "The novel Pride and Prejudice is by Jane."),
+        ("I would like to book a table for 2 to hide.", "You can use a table for 2 to hide."),
+        ("I've been learning to play the piano for about three months.", "Great, you've been"),
+        ("Who wrote Pride and Prejudice?", "Pride and Prejudice, published in 1813, is hers."),
+        (
+            "Can you tell me how to make a really good cup of coffee at home?",
+            "To make a really good cup of coffee at home, grind the beans.",
+        ),
+        ("Set a timer for 10 minutes.", "Okay, I'll set a timer for 10 minutes."),
+        ("Play some relaxing music, please.", "Sure, I will play some relaxing music."),
+    ]
+    for message, reply in cases:
+        assert not SaidBefore((), message).copied_in(first_chunk_of(reply)), (message, reply)
+    assert SaidBefore((), "Set a timer for 10 minutes.").copied_in("Set a timer for 10 minutes.")
     music = SaidBefore((), "Play some relaxing music, please.")
-    assert music.copied_in("Play some relaxing music, please.")
-    assert music.copied_in("Relaxing music, please.")  # nothing but the user's words
-    assert not music.copied_in("Sure, I will play some relaxing music.")
-    assert not music.copied_in("Some music.")  # too few words to tell
+    assert music.copied_in(first_chunk_of("Play some relaxing music, please."))
+    assert music.copied_in("Some relaxing music, please.")  # all but one of its words
+    assert not music.copied_in("Relaxing music, please.")
+    assert not SaidBefore((), "Hi.").copied_in("Hi.")  # too few words to tell
 
 
 def test_a_copy_shows_in_its_first_words_before_its_chunk_is_finished() -> None:
-    said = SaidBefore((SAME,), "I've been learning to play the piano for about three months.")
+    said = SaidBefore((SAME,), "Play some relaxing music.")
     assert said.copied_so_far("I'm glad you're interested in ")
     assert not said.copied_so_far("I'm glad you're interested in")  # "in" may go on: "inside"
+    assert not said.copied_so_far("I'm glad you'")
     assert not said.copied_so_far("I'm glad you're")  # a finished chunk would tell, not this
-    assert said.copied_so_far("So I've been learning to play the piano for a")
-    # Nothing but the user's words is judged on the whole chunk only: more may follow.
-    assert not SaidBefore((), "Play some relaxing music.").copied_so_far("Play some relaxing ")
+    # The user's words are judged on the whole chunk only: more may follow.
+    assert not said.copied_so_far("Play some relaxing music ")
     assert not said.copied_so_far("")
+    assert not said.copied_so_far("'")
 
 
 def test_what_a_copy_would_repeat_and_the_prompt_without_it() -> None:

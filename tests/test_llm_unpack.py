@@ -97,9 +97,7 @@ def test_a_copy_that_cannot_be_made_is_loud_and_loads_the_source(
     assert any("could not unpack" in r.getMessage() for r in caplog.records)
 
 
-def test_a_file_the_converter_rejects_leaves_no_partial_copy(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_file_the_converter_rejects_leaves_no_partial_copy(tmp_path: Path) -> None:
     import gguf
 
     source = tmp_path / "unknown.gguf"
@@ -114,3 +112,38 @@ def test_a_file_the_converter_rejects_leaves_no_partial_copy(
     assert weights.path == source.resolve()
     assert "llama.cpp's converter exited with 1" in weights.description
     assert list((tmp_path / "derived").iterdir()) == []
+
+
+async def test_a_copy_that_does_not_load_is_removed_and_the_source_loaded(
+    tiny_models: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A copy whose header reads but which llama.cpp refuses (here: its architecture's
+    name garbled, as a bad disk might) must not keep the server from starting."""
+    from agent.app.runtime import load_chat
+    from agent.config import AppConfig
+    from agent.models.device import detect_device
+
+    models = tmp_path / "models"
+    shutil.copytree(tiny_models, models)
+    monkeypatch.setattr(unpack, "UNPACKED_TYPES", {})  # treat the F32 file as quantized
+    config = AppConfig(models=ModelConfig(models_dir=models, profile="tiny", offline=True))
+    resolved = resolve_models(config.models)
+    assert resolved.llm is not None
+    copy = weights_for_cpu(resolved.llm, models).path
+    assert copy != resolved.llm.resolve()
+    data = copy.read_bytes()
+    name = data.index(b"llama", data.index(b"general.architecture"))
+    copy.write_bytes(data[:name] + b"zzzzz" + data[name + 5 :])
+    assert read_gguf_header(copy)["general.architecture"] == "zzzzz"
+
+    with caplog.at_level(logging.WARNING, logger="agent.app.runtime"):
+        chat = await load_chat(config, resolved, detect_device("cpu"))
+    try:
+        assert chat.describe()["weights"].startswith("as published (its F16 copy did not load")
+        assert not copy.exists()  # made again on the next start
+        assert any("could not load the F16 copy" in r.getMessage() for r in caplog.records)
+    finally:
+        await chat.aclose()

@@ -4,6 +4,7 @@ first offer. `Runtime` is the pipeline the signaling app attaches sessions to.""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -104,17 +105,39 @@ async def load_chat(config: AppConfig, resolved: ResolvedModels, device: DeviceI
             system_prompt=conversation.full_system_prompt,
         )
     assert resolved.llm is not None  # resolve_models gives a GGUF without --llm-url
-    weights = Weights(resolved.llm, "as published")
+    published = Weights(resolved.llm, "as published")
+    if device.llm_gpu or not models.llm_unpack:
+        return await load_local_chat(config, published, device)
+    weights = await asyncio.to_thread(weights_for_cpu, resolved.llm, models.models_dir)
+    if weights.path == published.path:
+        return await load_local_chat(config, weights, device)
+    try:
+        return await load_local_chat(config, weights, device)
+    except Exception as exc:
+        # A copy whose header reads but whose tensors do not (a disk that filled up, say)
+        # must not keep the server from starting: it is removed and made again next time.
+        log.warning(
+            "could not load the F16 copy %s (%s): removed it, loading %s as published",
+            weights.path,
+            exc,
+            resolved.llm,
+        )
+        with contextlib.suppress(OSError):
+            weights.path.unlink()
+        fallback = Weights(resolved.llm, f"as published (its F16 copy did not load: {exc})")
+        return await load_local_chat(config, fallback, device)
+
+
+async def load_local_chat(config: AppConfig, weights: Weights, device: DeviceInfo) -> ChatModel:
+    models = config.models
     no_repack = False
     if not device.llm_gpu:
-        if models.llm_unpack:
-            weights = await asyncio.to_thread(weights_for_cpu, resolved.llm, models.models_dir)
         no_repack = await asyncio.to_thread(check_llama_build, weights.path, models.models_dir)
     llama = await asyncio.to_thread(
         load_llama, weights.path, models.llm_context, device, no_repack=no_repack
     )
     return ChatModel(
-        llama, max_reply_tokens=conversation.max_reply_tokens, weights=weights.description
+        llama, max_reply_tokens=config.conversation.max_reply_tokens, weights=weights.description
     )
 
 

@@ -5,19 +5,22 @@ bound: llama.cpp's batched F16 kernels beat its Q4_1 ones. For SmolLM2-135M Q4_1
 2-core EPYC, 30 new prompt tokens after a 500-token cached history took 224 ms on one
 thread and 126 ms on two; the same weights in F16 took 132 and 82 ms. Generating a token
 costs about the same either way (13.6 ms against 13.7 ms on one thread), because a model
-this small is read from memory quickly in any format. F16 holds every Q4_1 weight exactly
-(each is a 4-bit step times an F16 scale plus an F16 offset), so the replies are those of
-the same weights: mean KL divergence of the next-token distribution against the unpacked
-weights, on 2,000 tokens of chat and prose, is 0.003 for llama.cpp's own Q4_1 kernels (they
-round activations to 8 bits) and 0.0045 for a Q8_0 copy; a Q4_0 requantization measured
-0.31 and was not an option.
+this small is read from memory quickly in any format. F16 holds each Q4_1 weight (a 4-bit
+step times an F16 scale plus an F16 offset) rounded to its 11 significant bits, about 2^-11
+of the weight, far below the 4-bit steps themselves, so the replies are those of the same
+weights: mean KL divergence of the next-token distribution against the unpacked weights, on
+2,000 tokens of chat and prose, is 0.003 for llama.cpp's own Q4_1 kernels (they round
+activations to 8 bits) and 0.0045 for a Q8_0 copy; a Q4_0 requantization measured 0.31 and
+was not an option.
 
 A bigger model is left as it is: its generation is bound by memory bandwidth, and an F16
-copy four times the size would slow every token (`UNPACK_MAX_BYTES`).
+copy three times the size of a Q4_1 file (twice a Q8_0) would slow every token
+(`UNPACK_MAX_BYTES`).
 
 The copy is made in a child process (a corrupt file must not take the server down) and
-kept under the models directory, keyed by the source's path, size and modification time.
-A copy that cannot be made is a loud warning, and the source is loaded as it is.
+kept under the models directory, named after the source's path and keyed by its size and
+modification time. A copy that cannot be made is a loud warning, and the source is loaded
+as it is.
 
 Run as `python -m agent.stages.llm.unpack SOURCE.gguf TARGET.gguf` it is the child.
 """
@@ -25,11 +28,13 @@ Run as `python -m agent.stages.llm.unpack SOURCE.gguf TARGET.gguf` it is the chi
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
 import logging
 import os
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,7 +43,7 @@ from agent.models.files import read_gguf_header
 log = logging.getLogger(__name__)
 
 UNPACK_MAX_BYTES = 160 * 1024**2
-"""Largest source file unpacked (about 200M parameters at 4 to 5 bits each)."""
+"""Largest source file unpacked (about 250 to 300M parameters at 4 to 5 bits each)."""
 UNPACKED_TYPES = {0: "F32", 1: "F16", 32: "BF16"}
 """`general.file_type` values already unpacked."""
 QUANTIZED_TYPES = {2: "Q4_0", 3: "Q4_1", 7: "Q8_0", 8: "Q5_0", 9: "Q5_1", 15: "Q4_K_M"}
@@ -69,7 +74,7 @@ def weights_for_cpu(model: Path, cache_dir: Path) -> Weights:
     size = model.stat().st_size
     if size > UNPACK_MAX_BYTES:
         return Weights(model, f"{name}, as published")
-    target = cache_dir / FOLDER / f"{model.stem}.{_stamp(model)}.f16.gguf"
+    target = cache_dir / FOLDER / f"{_name(model)}.{_version(model)}.f16.gguf"
     if _complete(target):
         return Weights(target, f"F16, unpacked from {name} for the CPU ({target})")
     log.info("unpacking %s (%s) to F16 for the CPU: faster prompts, same weights", model, name)
@@ -82,7 +87,7 @@ def weights_for_cpu(model: Path, cache_dir: Path) -> Weights:
             name,
         )
         return Weights(model, f"{name}, as published (unpacking to F16 failed: {error})")
-    _remove_stale(target, model.stem)
+    _remove_stale(target, model)
     return Weights(target, f"F16, unpacked from {name} for the CPU ({target})")
 
 
@@ -91,10 +96,14 @@ def _file_type(model: Path) -> int | None:
     return int(value) if isinstance(value, int) else None
 
 
-def _stamp(model: Path) -> str:
+def _name(model: Path) -> str:
+    """The source's stem and its folder's hash: two files of one name have two copies."""
+    return f"{model.stem}.{hashlib.sha256(str(model.parent).encode()).hexdigest()[:8]}"
+
+
+def _version(model: Path) -> str:
     stat = model.stat()
-    key = f"{model}\n{stat.st_size}\n{stat.st_mtime_ns}"
-    return hashlib.sha256(key.encode()).hexdigest()[:16]
+    return hashlib.sha256(f"{stat.st_size}\n{stat.st_mtime_ns}".encode()).hexdigest()[:12]
 
 
 def _complete(target: Path) -> bool:
@@ -110,6 +119,7 @@ def _unpack_in_child(model: Path, target: Path) -> str | None:
     partial = target.with_name(target.name + f".partial-{os.getpid()}")
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
+        _remove_abandoned(target.parent)
         child = subprocess.run(
             [sys.executable, "-m", "agent.stages.llm.unpack", str(model), str(partial)],
             capture_output=True,
@@ -132,11 +142,23 @@ def _unpack_in_child(model: Path, target: Path) -> str | None:
             partial.unlink(missing_ok=True)
 
 
-def _remove_stale(target: Path, stem: str) -> None:
-    """Copies of earlier versions of the same file (another size or time) are garbage."""
-    for other in target.parent.glob(f"{stem}.{'?' * 16}.f16.gguf"):
+def _remove_stale(target: Path, model: Path) -> None:
+    """Copies of earlier versions of the same file (another size or time) are garbage, and
+    so are copies named as before 2026-12-03 (`<stem>.<16 hex digits>.f16.gguf`)."""
+    versions = target.parent.glob(f"{glob.escape(_name(model))}.{'?' * 12}.f16.gguf")
+    former = target.parent.glob(f"{glob.escape(model.stem)}.{'?' * 16}.f16.gguf")
+    for other in [*versions, *former]:
         if other != target:
-            other.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                other.unlink()
+
+
+def _remove_abandoned(folder: Path) -> None:
+    """Partial copies of a server killed while converting: none of them can still grow."""
+    for partial in folder.glob("*.partial-*"):
+        with contextlib.suppress(OSError):
+            if time.time() - partial.stat().st_mtime > CHILD_TIMEOUT_S:
+                partial.unlink()
 
 
 def _convert(source: Path, target: Path) -> int:
