@@ -114,8 +114,9 @@ async def load_chat(config: AppConfig, resolved: ResolvedModels, device: DeviceI
     try:
         return await load_local_chat(config, weights, device)
     except Exception as exc:
-        # A copy whose header reads but whose tensors do not (a disk that filled up, say)
-        # must not keep the server from starting: it is removed and made again next time.
+        # A copy whose header reads but which llama.cpp refuses (a bad disk; a cut file
+        # fails the header check already) must not keep the server from starting: it is
+        # removed, and made again on the next start.
         log.warning(
             "could not load the F16 copy %s (%s): removed it, loading %s as published",
             weights.path,
