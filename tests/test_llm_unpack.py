@@ -11,7 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from agent.config import ModelConfig
+from agent.app.runtime import load_chat
+from agent.config import AppConfig, ModelConfig
+from agent.models.device import detect_device
 from agent.models.files import read_gguf_header
 from agent.models.resolve import resolve_models
 from agent.stages.llm import unpack
@@ -48,7 +50,7 @@ def test_the_real_smollm2_is_unpacked_once_into_the_same_weights(
     assert read_gguf_header(source)["general.file_type"] == 3  # Q4_1, as published
 
     weights = weights_for_cpu(source, tmp_path)
-    assert weights.path.parent == tmp_path / "derived"
+    assert weights.path.parent == tmp_path / "derived" and weights.unpacked_from == source.resolve()
     assert read_gguf_header(weights.path)["general.file_type"] == 1  # F16
     assert weights.description.startswith("F16, unpacked from Q4_1")
     made = weights.path.stat().st_mtime_ns
@@ -122,18 +124,15 @@ async def test_a_copy_that_does_not_load_is_removed_and_the_source_loaded(
 ) -> None:
     """A copy whose header reads but which llama.cpp refuses (here: its architecture's
     name garbled, as a bad disk might) must not keep the server from starting."""
-    from agent.app.runtime import load_chat
-    from agent.config import AppConfig
-    from agent.models.device import detect_device
-
     models = tmp_path / "models"
     shutil.copytree(tiny_models, models)
     monkeypatch.setattr(unpack, "UNPACKED_TYPES", {})  # treat the F32 file as quantized
     config = AppConfig(models=ModelConfig(models_dir=models, profile="tiny", offline=True))
     resolved = resolve_models(config.models)
     assert resolved.llm is not None
-    copy = weights_for_cpu(resolved.llm, models).path
-    assert copy != resolved.llm.resolve()
+    unpacked = weights_for_cpu(resolved.llm, models)
+    assert unpacked.unpacked_from == resolved.llm.resolve()
+    copy = unpacked.path
     data = copy.read_bytes()
     name = data.index(b"llama", data.index(b"general.architecture"))
     copy.write_bytes(data[:name] + b"zzzzz" + data[name + 5 :])

@@ -105,15 +105,14 @@ async def load_chat(config: AppConfig, resolved: ResolvedModels, device: DeviceI
             system_prompt=conversation.full_system_prompt,
         )
     assert resolved.llm is not None  # resolve_models gives a GGUF without --llm-url
-    published = Weights(resolved.llm, "as published")
     if device.llm_gpu or not models.llm_unpack:
-        return await load_local_chat(config, published, device)
+        return await load_local_chat(config, Weights(resolved.llm, "as published"), device)
     weights = await asyncio.to_thread(weights_for_cpu, resolved.llm, models.models_dir)
-    if weights.path == published.path:
-        return await load_local_chat(config, weights, device)
     try:
         return await load_local_chat(config, weights, device)
     except Exception as exc:
+        if weights.unpacked_from is None:
+            raise
         # A copy whose header reads but which llama.cpp refuses (a bad disk; a cut file
         # fails the header check already) must not keep the server from starting: it is
         # removed, and made again on the next start.
@@ -121,12 +120,12 @@ async def load_chat(config: AppConfig, resolved: ResolvedModels, device: DeviceI
             "could not load the F16 copy %s (%s): removed it, loading %s as published",
             weights.path,
             exc,
-            resolved.llm,
+            weights.unpacked_from,
         )
         with contextlib.suppress(OSError):
             weights.path.unlink()
-        fallback = Weights(resolved.llm, f"as published (its F16 copy did not load: {exc})")
-        return await load_local_chat(config, fallback, device)
+        why = f"as published (its F16 copy did not load: {exc})"
+        return await load_local_chat(config, Weights(weights.unpacked_from, why), device)
 
 
 async def load_local_chat(config: AppConfig, weights: Weights, device: DeviceInfo) -> ChatModel:

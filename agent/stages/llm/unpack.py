@@ -59,6 +59,8 @@ class Weights:
 
     path: Path
     description: str
+    unpacked_from: Path | None = None
+    """The published file `path` was made from; None when `path` is that file."""
 
 
 def weights_for_cpu(model: Path, cache_dir: Path) -> Weights:
@@ -76,7 +78,7 @@ def weights_for_cpu(model: Path, cache_dir: Path) -> Weights:
         return Weights(model, f"{name}, as published")
     target = cache_dir / FOLDER / f"{_name(model)}.{_version(model)}.f16.gguf"
     if _complete(target):
-        return Weights(target, f"F16, unpacked from {name} for the CPU ({target})")
+        return Weights(target, f"F16, unpacked from {name} for the CPU ({target})", model)
     log.info("unpacking %s (%s) to F16 for the CPU: faster prompts, same weights", model, name)
     error = _unpack_in_child(model, target)
     if error is not None:
@@ -88,7 +90,7 @@ def weights_for_cpu(model: Path, cache_dir: Path) -> Weights:
         )
         return Weights(model, f"{name}, as published (unpacking to F16 failed: {error})")
     _remove_stale(target, model)
-    return Weights(target, f"F16, unpacked from {name} for the CPU ({target})")
+    return Weights(target, f"F16, unpacked from {name} for the CPU ({target})", model)
 
 
 def _file_type(model: Path) -> int | None:
