@@ -233,15 +233,22 @@ def main() -> None:
     parser.add_argument("--voice", type=Path, help="a Piper voice (.onnx) to speak the corpus")
     parser.add_argument("--device", default="cpu", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument(
+        "--min-window",
+        type=float,
+        default=WindowGuard.min_window_s,
+        help="the cut window's shortest length, seconds (the guard's default)",
+    )
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/stt"))
     apply_environment(parser)
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     machine = describe()
-    result = measure(args.whisper, args.voice, args.device, args.repeats, WindowGuard())
+    guard = WindowGuard(min_window_s=args.min_window)
+    result = measure(args.whisper, args.voice, args.device, args.repeats, guard)
     command = (
         f"python -m benchmarks.stt --whisper {args.whisper} --voice {args.voice} "
-        f"--device {args.device} --repeats {args.repeats}"
+        f"--device {args.device} --repeats {args.repeats} --min-window {args.min_window}"
     )
     write_results(args.out, {"machine": machine, **result}, markdown(result, machine, command))
 

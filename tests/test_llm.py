@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -17,7 +18,8 @@ from agent.models.device import detect_device
 from agent.models.loaders import load_llama
 from agent.models.resolve import resolve_models
 from agent.stages.chunker import SpeechChunker
-from agent.stages.llm import Generation
+from agent.stages.llm import Generation, llama_internals
+from agent.stages.llm.cores import VOICE_WAIT_BUDGET_S, CoreSharing
 from agent.stages.llm.llama import ChatModel
 
 
@@ -25,9 +27,11 @@ from agent.stages.llm.llama import ChatModel
 def chat(tiny_models: Path) -> Iterator[ChatModel]:
     resolved = resolve_models(ModelConfig(models_dir=tiny_models, profile="tiny", offline=True))
     llama = load_llama(resolved.llm, 2048, detect_device("cpu"))
+    threads = (llama.n_threads, llama.n_threads_batch)
     model = ChatModel(llama, max_reply_tokens=40)
     yield model
     model.close()
+    llama_internals.set_threads(llama, *threads)  # the loaded model is shared by later tests
 
 
 async def test_second_turn_reuses_the_evaluated_prefix(chat: ChatModel) -> None:
@@ -124,24 +128,84 @@ async def test_a_reply_asked_again_beside_the_conversation_leaves_its_context_sa
     assert evaluated["in place"] > whole * 3 // 4, (evaluated, whole)
 
 
-async def test_a_prompt_takes_every_core_only_while_the_other_models_are_idle(
+async def test_decodes_take_every_core_only_while_the_other_models_are_idle(
     chat: ChatModel,
 ) -> None:
     """llama.cpp's threads spin-wait for each other: on every core beside another busy
-    model a prompt took 315 ms against 207 ms on one core (112 ms on both, alone)."""
+    model a prompt took 315 ms against 207 ms on one core (112 ms on both, alone). The
+    choice is made before every decode, so a model that starts mid-reply is felt for one
+    token at most."""
     import os
 
     llama = chat._llama
-    generation_threads = llama.n_threads
+    own_threads = llama.n_threads
+    every_core = max(own_threads, os.cpu_count() or 1)
     idle = True
-    chat.prefill_on_every_core_when(lambda: idle)
+    seen: list[tuple[int, int]] = []
+
+    def on_delta(_: str) -> None:
+        seen.append((llama.n_threads, llama.n_threads_batch))
+
+    chat.share_cores(lambda: idle)
     messages = [{"role": "system", "content": "x"}, {"role": "user", "content": "Hi."}]
-    await chat.generate(messages, lambda _: None, max_tokens=2)
-    assert llama.n_threads_batch == max(generation_threads, os.cpu_count() or 1)
-    assert llama.n_threads == generation_threads
+    await chat.generate(messages, on_delta, max_tokens=3)
+    assert (llama.n_threads, llama.n_threads_batch) == (every_core, every_core)
+    assert seen and all(threads == (every_core, every_core) for threads in seen), seen
     idle = False
     await chat.generate(messages, lambda _: None, max_tokens=2)
-    assert (llama.n_threads_batch, llama.n_threads) == (generation_threads, generation_threads)
+    assert (llama.n_threads_batch, llama.n_threads) == (own_threads, own_threads)
+
+
+async def test_the_llm_waits_while_the_voice_speaks(chat: ChatModel) -> None:
+    """The voice has every core for its chunk: no token is decoded while it speaks."""
+    voice_until = time.monotonic() + 0.3
+    first_token: list[float] = []
+
+    def on_delta(_: str) -> None:
+        first_token.append(time.monotonic())
+
+    chat.share_cores(lambda: False, lambda: time.monotonic() < voice_until)
+    messages = [{"role": "system", "content": "x"}, {"role": "user", "content": "Hi."}]
+    await chat.generate(messages, on_delta, max_tokens=2)
+    assert first_token and first_token[0] >= voice_until
+
+
+async def test_a_cancel_ends_the_wait_for_the_voice(chat: ChatModel) -> None:
+    chat.share_cores(lambda: False, lambda: True)  # a voice that never finishes
+    messages = [{"role": "system", "content": "x"}, {"role": "user", "content": "Hi."}]
+    task = asyncio.create_task(chat.generate(messages, lambda _: None, max_tokens=2))
+    await asyncio.sleep(0.05)
+    started = time.monotonic()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert time.monotonic() - started < VOICE_WAIT_BUDGET_S / 2
+
+
+async def test_a_voice_that_never_finishes_holds_a_reply_back_a_bounded_time(
+    chat: ChatModel,
+) -> None:
+    """Several sessions' voices back to back would starve the LLM a token at a time: one
+    generation waits for the voice `VOICE_WAIT_BUDGET_S` in all, then writes beside it."""
+    chat.share_cores(lambda: False, lambda: True)
+    messages = [{"role": "system", "content": "x"}, {"role": "user", "content": "Hi."}]
+    started = time.monotonic()
+    reply = await chat.generate(messages, lambda _: None, max_tokens=8)
+    took = time.monotonic() - started
+    assert reply.completion_tokens >= 2
+    assert VOICE_WAIT_BUDGET_S <= took < VOICE_WAIT_BUDGET_S + 2.0
+
+
+def test_a_wait_for_the_voice_ends_with_the_voice_the_budget_or_a_stop() -> None:
+    speaking_until = time.monotonic() + 0.1
+    sharing = CoreSharing(1, 2, voice_busy=lambda: time.monotonic() < speaking_until)
+    assert 0.09 <= sharing.wait_for_voice(threading.Event(), 5.0) < 1.0
+    forever = CoreSharing(1, 2, voice_busy=lambda: True)
+    assert 0.2 <= forever.wait_for_voice(threading.Event(), 0.2) < 0.7
+    assert forever.wait_for_voice(threading.Event(), 0.0) == 0.0
+    stopped = threading.Event()
+    stopped.set()
+    assert forever.wait_for_voice(stopped, 5.0) < 0.1
 
 
 async def test_cancel_stops_generation_at_the_next_token(chat: ChatModel) -> None:

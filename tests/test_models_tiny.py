@@ -7,6 +7,7 @@ import shutil
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -144,6 +145,28 @@ async def test_llama_streams_a_reply_through_the_chat_model(
 
 def _pcm(chunks: list[object]) -> np.ndarray:
     return np.concatenate([c.audio_int16_array for c in chunks])  # type: ignore[attr-defined]
+
+
+def test_piper_takes_every_core_only_where_the_llm_waits_for_it(
+    resolved: ResolvedModels, cpu: DeviceInfo
+) -> None:
+    """A voice on every core beside an LLM on its own would contend with it: only the
+    process whose in-process LLM waits for the voice (agent/stages/llm/cores.py) loads
+    Piper on every core."""
+    import os
+
+    from agent.app.runtime import _voice_takes_the_cores
+    from agent.models.loaders import shared_threads
+    from agent.stages.tts.piper import PiperSynthesizer
+
+    beside = PiperSynthesizer(load_piper(resolved.voice, cpu))
+    alone = PiperSynthesizer(load_piper(resolved.voice, cpu, every_core=True))
+    assert beside.cpu_threads == shared_threads()
+    assert alone.cpu_threads == (os.cpu_count() or 1)
+    assert _voice_takes_the_cores(alone, cpu)
+    assert not _voice_takes_the_cores(alone, replace(cpu, llm_gpu=True))
+    if (os.cpu_count() or 1) > 1:
+        assert not _voice_takes_the_cores(beside, cpu)
 
 
 def test_piper_makes_sound_that_grows_with_text(resolved: ResolvedModels, cpu: DeviceInfo) -> None:

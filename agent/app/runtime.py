@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -61,6 +62,9 @@ class Executors:
             turn=CountingExecutor(1, thread_name_prefix="turn"),
         )
 
+    def tts_busy(self) -> bool:
+        return self.tts.busy
+
     def models_idle(self) -> bool:
         """No speech recognition, synthesis or end-of-turn call queued or running (the
         VAD's windows are too small to count)."""
@@ -83,11 +87,24 @@ def session_vad(
     return StreamingVad(settings, load_vad_model(), echo=echo)
 
 
-def load_synthesizer(resolved: ResolvedModels, device: DeviceInfo) -> Synthesizer:
+def _voice_takes_the_cores(tts: Synthesizer, device: DeviceInfo) -> bool:
+    """Piper speaks on every core of the CPU the LLM decodes on: the LLM waits for it
+    rather than contend (agent/stages/llm/cores.py)."""
+    if not isinstance(tts, PiperSynthesizer) or device.tts_gpu or device.llm_gpu:
+        return False
+    threads = tts.cpu_threads
+    return threads == 0 or threads >= (os.cpu_count() or 1)
+
+
+def load_synthesizer(
+    resolved: ResolvedModels, device: DeviceInfo, *, every_core: bool = False
+) -> Synthesizer:
+    """`every_core`: a Piper voice on the CPU may take every core (the LLM in this process
+    waits for it: agent/stages/llm/cores.py)."""
     if resolved.tts == "mms":
         model, tokenizer, torch_device = load_mms(resolved.voice, device)
         return MmsSynthesizer(model, tokenizer, torch_device)
-    return PiperSynthesizer(load_piper(resolved.voice, device))
+    return PiperSynthesizer(load_piper(resolved.voice, device, every_core=every_core))
 
 
 async def load_chat(config: AppConfig, resolved: ResolvedModels, device: DeviceInfo) -> ChatBackend:
@@ -160,7 +177,10 @@ class Runtime:
         self.executors = Executors.create()
         self.chat = chat
         if isinstance(chat, ChatModel):
-            chat.prefill_on_every_core_when(self.executors.models_idle)
+            chat.share_cores(
+                self.executors.models_idle,
+                self.executors.tts_busy if _voice_takes_the_cores(tts, device) else None,
+            )
         self.tts = tts
         self.turn_model = turn_model
         self.transcriber = Transcriber(
@@ -193,7 +213,7 @@ class Runtime:
         else:
             whisper, tts, chat = await asyncio.gather(
                 asyncio.to_thread(load_whisper, resolved.stt, device),
-                asyncio.to_thread(load_synthesizer, resolved, device),
+                asyncio.to_thread(load_synthesizer, resolved, device, every_core=True),
                 load_chat(config, resolved, device),
             )
         turn_model = None

@@ -16,10 +16,12 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 from agent.stages.llm import DeltaCallback, Generation, Message, llama_internals
 from agent.stages.llm.contexts import DEFAULT_BUDGET_BYTES, ConversationContexts
+from agent.stages.llm.cores import VOICE_WAIT_BUDGET_S, CoreSharing
 from agent.threads import wait_uncancelled
 
 log = logging.getLogger(__name__)
@@ -51,9 +53,8 @@ class ChatModel:
         self._temperature = temperature
         self.weights = weights
         self._lock = asyncio.Lock()
-        self._generation_threads = int(llama.n_threads)
-        self._prefill_threads = self._generation_threads
-        self._others_idle: Callable[[], bool] = lambda: False
+        threads = int(llama.n_threads)
+        self._cores = CoreSharing(own_threads=threads, every_core=threads)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llm")
         template = llama.metadata.get("tokenizer.chat_template")
         if not template:
@@ -63,15 +64,18 @@ class ChatModel:
             template=template, eos_token=_token_text(llama, llama.token_eos()), bos_token=self._bos
         )
 
-    def prefill_on_every_core_when(self, others_idle: Callable[[], bool]) -> None:
-        """Evaluate a prompt on every core when `others_idle()` says no other model is at
-        work as it starts. llama.cpp's threads spin-wait for each other, so the model keeps
-        a core free for Piper (agent/models/loaders.py's `shared_threads`); but a prompt is
-        evaluated before the reply has anything to speak, and on 2 cores a SmolLM2 prompt
-        took 112 ms on both against 207 ms on one (and 315 ms on both beside a busy thread:
-        hence the check)."""
-        self._others_idle = others_idle
-        self._prefill_threads = max(self._generation_threads, os.cpu_count() or 1)
+    def share_cores(
+        self, others_idle: Callable[[], bool], voice_busy: Callable[[], bool] | None = None
+    ) -> None:
+        """Decode on every core while `others_idle()`, and wait while `voice_busy()`
+        (agent/stages/llm/cores.py). Until this is called, the model keeps to the threads
+        it was loaded with (`agent.models.loaders.shared_threads`: a core stays free)."""
+        self._cores = CoreSharing(
+            own_threads=self._cores.own_threads,
+            every_core=max(self._cores.own_threads, os.cpu_count() or 1),
+            others_idle=others_idle,
+            voice_busy=voice_busy,
+        )
 
     @property
     def saved_context_bytes(self) -> int:
@@ -185,9 +189,10 @@ class ChatModel:
         llama = self._llama
         tokens, dropped = self.fit(messages)
         self._contexts.switch_to(conversation, tokens)
-        prefill = self._prefill_threads if self._others_idle() else self._generation_threads
-        if prefill != llama.n_threads_batch:
-            llama_internals.set_threads(llama, self._generation_threads, prefill)
+        voice_wait = _VoiceWait(VOICE_WAIT_BUDGET_S)
+        self._take_cores(stop, voice_wait)
+        if stop.is_set():  # cancelled while the voice spoke
+            return "", len(tokens), 0, 0, dropped, "stop"
         cached = llama.longest_token_prefix(llama_internals.evaluated_tokens(llama), tokens)
         # llama.cpp replays one token when the whole prompt is cached, to refresh logits.
         evaluated = max(len(tokens) - cached, 1)
@@ -213,9 +218,18 @@ class ChatModel:
                 if piece:
                     pieces.append(piece)
                     emit(piece)
+                self._take_cores(stop, voice_wait)  # for the next token's decode
         finally:
             stream.close()
         return "".join(pieces), len(tokens), evaluated, completion_tokens, dropped, finish
+
+    def _take_cores(self, stop: _Either, voice_wait: _VoiceWait) -> None:
+        """Before a decode, in the worker: let the voice finish its chunk (within this
+        generation's budget), then take every core if nothing else runs."""
+        voice_wait.left_s -= self._cores.wait_for_voice(stop, voice_wait.left_s)
+        threads = self._cores.threads()
+        if (threads, threads) != (self._llama.n_threads, self._llama.n_threads_batch):
+            llama_internals.set_threads(self._llama, threads, threads)
 
     async def warm_up(self) -> float:
         started = time.perf_counter()
@@ -225,6 +239,12 @@ class ChatModel:
             max_tokens=4,
         )
         return time.perf_counter() - started
+
+
+@dataclass
+class _VoiceWait:
+    left_s: float
+    """What is left of this generation's budget for waiting on the voice."""
 
 
 class _Either:

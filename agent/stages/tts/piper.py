@@ -17,6 +17,11 @@ class PiperSynthesizer:
     def sample_rate(self) -> int:
         return int(self._voice.config.sample_rate)
 
+    @property
+    def cpu_threads(self) -> int:
+        """Threads onnxruntime synthesizes on (0: its default, every core)."""
+        return int(self._voice.session.get_session_options().intra_op_num_threads)
+
     def synthesize(self, text: str) -> Int16Array:
         # Piper yields one chunk per sentence; iterate here, inside the worker thread.
         chunks = [chunk.audio_int16_array for chunk in self._voice.synthesize(text)]
