@@ -196,6 +196,22 @@ async def test_a_voice_that_never_finishes_holds_a_reply_back_a_bounded_time(
     assert VOICE_WAIT_BUDGET_S <= took < VOICE_WAIT_BUDGET_S + 2.0
 
 
+async def test_a_turn_waiting_for_the_model_ends_the_wait_for_the_voice(
+    chat: ChatModel,
+) -> None:
+    """Holding the model while the voice speaks would delay the next turn's first token:
+    with a turn queued, the running generation writes on beside the voice."""
+    chat.share_cores(lambda: False, lambda: True)  # a voice that never finishes
+    messages = [{"role": "system", "content": "x"}, {"role": "user", "content": "Hi."}]
+    started = time.monotonic()
+    first = asyncio.create_task(chat.generate(messages, lambda _: None, max_tokens=8))
+    await asyncio.sleep(0.05)  # the first turn holds the model and waits for the voice
+    second = await chat.generate(messages, lambda _: None, max_tokens=2)
+    await first
+    assert second.queue_wait_s < VOICE_WAIT_BUDGET_S / 2, second.queue_wait_s
+    assert time.monotonic() - started < VOICE_WAIT_BUDGET_S * 1.5
+
+
 def test_a_wait_for_the_voice_ends_with_the_voice_the_budget_or_a_stop() -> None:
     speaking_until = time.monotonic() + 0.1
     sharing = CoreSharing(1, 2, voice_busy=lambda: time.monotonic() < speaking_until)

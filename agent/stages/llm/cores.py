@@ -60,4 +60,4 @@ class CoreSharing:
         return time.monotonic() - started
 
 
-__all__ = ["VOICE_WAIT_BUDGET_S", "CoreSharing"]
+__all__ = ["VOICE_WAIT_BUDGET_S", "CoreSharing", "Flag"]

@@ -21,7 +21,7 @@ from typing import Any
 
 from agent.stages.llm import DeltaCallback, Generation, Message, llama_internals
 from agent.stages.llm.contexts import DEFAULT_BUDGET_BYTES, ConversationContexts
-from agent.stages.llm.cores import VOICE_WAIT_BUDGET_S, CoreSharing
+from agent.stages.llm.cores import VOICE_WAIT_BUDGET_S, CoreSharing, Flag
 from agent.threads import wait_uncancelled
 
 log = logging.getLogger(__name__)
@@ -53,6 +53,7 @@ class ChatModel:
         self._temperature = temperature
         self.weights = weights
         self._lock = asyncio.Lock()
+        self._queued = _Queued()
         threads = int(llama.n_threads)
         self._cores = CoreSharing(own_threads=threads, every_core=threads)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llm")
@@ -134,7 +135,12 @@ class ChatModel:
         ChatHistory) keeps its evaluated prefix while other conversations take turns."""
         loop = asyncio.get_running_loop()
         waited_from = time.perf_counter()
-        async with self._lock:
+        self._queued.turns += 1
+        try:
+            await self._lock.acquire()
+        finally:
+            self._queued.turns -= 1
+        try:
             queue_wait = time.perf_counter() - waited_from
             stop = threading.Event()
             enough = threading.Event()
@@ -164,6 +170,8 @@ class ChatModel:
                 done = await wait_uncancelled(future, on_cancel=stop.set)
             finally:
                 stop.set()
+        finally:
+            self._lock.release()
         text, prompt_tokens, evaluated, completion_tokens, dropped, finish = done
         # Every delta was scheduled with call_soon_threadsafe before the worker returned, so
         # the loop ran them all before this coroutine resumed.
@@ -225,8 +233,11 @@ class ChatModel:
 
     def _take_cores(self, stop: _Either, voice_wait: _VoiceWait) -> None:
         """Before a decode, in the worker: let the voice finish its chunk (within this
-        generation's budget), then take every core if nothing else runs."""
-        voice_wait.left_s -= self._cores.wait_for_voice(stop, voice_wait.left_s)
+        generation's budget, and unless another turn waits for the model: holding the
+        model while the voice speaks would delay that turn's first token), then take
+        every core if nothing else runs."""
+        waited = self._cores.wait_for_voice(_Either(stop, self._queued), voice_wait.left_s)
+        voice_wait.left_s -= waited
         threads = self._cores.threads()
         if (threads, threads) != (self._llama.n_threads, self._llama.n_threads_batch):
             llama_internals.set_threads(self._llama, threads, threads)
@@ -247,10 +258,20 @@ class _VoiceWait:
     """What is left of this generation's budget for waiting on the voice."""
 
 
+class _Queued:
+    """Turns waiting for the model (changed on the event loop, read by the worker)."""
+
+    def __init__(self) -> None:
+        self.turns = 0
+
+    def is_set(self) -> bool:
+        return self.turns > 0
+
+
 class _Either:
     """Set when either event is: the turn was cancelled, or it has enough of the reply."""
 
-    def __init__(self, *events: threading.Event) -> None:
+    def __init__(self, *events: Flag) -> None:
         self._events = events
 
     def is_set(self) -> bool:
