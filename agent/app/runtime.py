@@ -62,8 +62,11 @@ class Executors:
             turn=CountingExecutor(1, thread_name_prefix="turn"),
         )
 
-    def tts_busy(self) -> bool:
-        return self.tts.busy
+    def only_the_voice_busy(self) -> bool:
+        """The voice synthesizes, and no other session's turn is on its way to the LLM
+        (its recognition or end of turn running): waiting for the voice then would push
+        that turn's first token back behind the rest of this reply."""
+        return self.tts.busy and not (self.stt.busy or self.turn.busy)
 
     def models_idle(self) -> bool:
         """No speech recognition, synthesis or end-of-turn call queued or running (the
@@ -179,7 +182,7 @@ class Runtime:
         if isinstance(chat, ChatModel):
             chat.share_cores(
                 self.executors.models_idle,
-                self.executors.tts_busy if _voice_takes_the_cores(tts, device) else None,
+                self.executors.only_the_voice_busy if _voice_takes_the_cores(tts, device) else None,
             )
         self.tts = tts
         self.turn_model = turn_model
