@@ -35,20 +35,11 @@ from benchmarks.stt_corpus import espeak_clips
 SURE = 0.6
 
 
-def _generate(window: WhisperWindow, encoded: Any, prompt: list[int], limit: int) -> list[int]:
-    """Greedy text tokens after `prompt` (CTranslate2 returns the prompt's decoding prefix
-    with them), as `WhisperWindow.decode` generates them."""
-    model, (_, suppress, tokenizer) = window._ct2, window._prompt("en")
-    result = model.generate(
-        encoded,
-        [prompt],
-        beam_size=1,
-        max_length=max(2 * limit, len(prompt) + limit),
-        suppress_blank=True,
-        suppress_tokens=suppress,
-        return_no_speech_prob=True,
-    )[0]
-    return [t for t in result.sequences_ids[0] if t < tokenizer.eot]
+def _generate(window: WhisperWindow, encoded: Any, prefix: list[int], limit: int) -> list[int]:
+    """Greedy text tokens, `prefix` included (CTranslate2 returns it with them)."""
+    eot = window._prompt("en")[2].eot
+    result = window.generate(encoded, "en", limit, prefix)
+    return [t for t in result.sequences_ids[0] if t < eot]
 
 
 def measure_clip(
@@ -61,12 +52,12 @@ def measure_clip(
     part = audio[: max(0, audio.size - round(lag_s * STT_RATE))]
     part_frames = guard.window_frames(window.content_frames(part.size))
     assert part_frames is not None
-    draft = _generate(window, window._encode(part, part_frames)[0], prompt, limit)
+    draft = _generate(window, window._encode(part, part_frames)[0], [], limit)
 
     started = time.perf_counter()
     encoded, _ = window._encode(audio, frames)
     encoded_at = time.perf_counter()
-    plain = _generate(window, encoded, prompt, limit)
+    plain = _generate(window, encoded, [], limit)
     plain_done = time.perf_counter()
 
     started_checked = time.perf_counter()
@@ -80,7 +71,7 @@ def measure_clip(
                 break
             kept.append(token)
     checked_at = time.perf_counter()
-    checked = _generate(window, encoded, prompt + kept, limit)
+    checked = _generate(window, encoded, kept, limit)
     checked_done = time.perf_counter()
     return {
         "audio_s": round(audio.size / STT_RATE, 2),

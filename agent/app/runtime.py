@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -21,7 +20,14 @@ from agent.dialogue.turn import TurnDeps
 from agent.metrics import Metrics
 from agent.models import ModelError
 from agent.models.device import DeviceInfo, detect_device
-from agent.models.loaders import load_llama, load_mms, load_piper, load_vad_model, load_whisper
+from agent.models.loaders import (
+    cpu_threads,
+    load_llama,
+    load_mms,
+    load_piper,
+    load_vad_model,
+    load_whisper,
+)
 from agent.models.resolve import ResolvedModels, models_health, resolve_models
 from agent.stages.llm import ChatBackend
 from agent.stages.llm.build_check import check_llama_build
@@ -96,7 +102,7 @@ def _voice_takes_the_cores(tts: Synthesizer, device: DeviceInfo) -> bool:
     if not isinstance(tts, PiperSynthesizer) or device.tts_gpu or device.llm_gpu:
         return False
     threads = tts.cpu_threads
-    return threads == 0 or threads >= (os.cpu_count() or 1)
+    return threads == 0 or threads >= cpu_threads()
 
 
 def load_synthesizer(

@@ -35,7 +35,10 @@ SYNTHETIC_KEY = "voice_agent.synthetic"
 
 
 def cpu_threads() -> int:
-    """Threads for Whisper: every core (it runs while the LLM and the voice are idle)."""
+    """Every core: Whisper's threads (it runs while the LLM and the voice are idle), and
+    Piper's where the LLM in this process waits while it speaks a chunk
+    (agent/stages/llm/cores.py; on 2 cores an eight-word clause took about 165 ms on both
+    against 290 ms on one)."""
     return max(1, os.cpu_count() or 1)
 
 
@@ -210,7 +213,7 @@ def load_llama(
 
 def load_piper(path: Path, device: DeviceInfo, *, every_core: bool = False) -> Any:
     """A `piper.PiperVoice`, on onnxruntime's CUDA provider when it is installed.
-    `every_core`: on the CPU, synthesize on every core (`voice_threads`), for a process
+    `every_core`: on the CPU, synthesize on every core (`cpu_threads`), for a process
     whose LLM waits while the voice speaks; else on `shared_threads`, beside it."""
     path = Path(path).resolve()
     require_file(path, "Piper voice model")
@@ -219,7 +222,7 @@ def load_piper(path: Path, device: DeviceInfo, *, every_core: bool = False) -> A
     for field in ("audio", "espeak", "phoneme_id_map", "num_symbols"):
         if field not in config:
             raise ModelError(f"Piper voice config lacks {field!r} (wrong format?): {config_path}")
-    threads = voice_threads() if every_core else shared_threads()
+    threads = cpu_threads() if every_core else shared_threads()
 
     def build() -> Any:
         import onnxruntime
@@ -292,13 +295,6 @@ def load_mms(path: Path, device: DeviceInfo) -> tuple[Any, Any, str]:
 
     key = ("mms", str(path), torch_device)
     return _once(key, lambda: _timed("MMS-TTS voice", path, torch_device, build))
-
-
-def voice_threads() -> int:
-    """Threads for Piper where the LLM in this process waits while it speaks a chunk
-    (agent/stages/llm/cores.py): every core. On 2 cores an eight-word clause took about
-    165 ms on both against 290 ms on one."""
-    return max(1, os.cpu_count() or 1)
 
 
 def _ort_options(threads: int) -> Any:

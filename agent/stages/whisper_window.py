@@ -16,7 +16,7 @@ checked on every upgrade:
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -108,19 +108,9 @@ class WhisperWindow:
             language = "en"  # as faster-whisper does for English-only models
         elif language is None:
             language, probability = self._detect_language(encoded)
-        prompt, suppress, tokenizer = self._prompt(language)
+        _, _, tokenizer = self._prompt(language)
         limit = max(1, min(max_new_tokens, MAX_TEXT_TOKENS))
-        result = self._ct2.generate(
-            encoded,
-            [prompt],
-            beam_size=1,
-            # CTranslate2 stops at min(max_length / 2, max_length - prompt) new tokens.
-            max_length=max(2 * limit, len(prompt) + limit),
-            return_scores=True,
-            return_no_speech_prob=True,
-            suppress_blank=True,
-            suppress_tokens=suppress,
-        )[0]
+        result = self.generate(encoded, language, limit)
         generated = len(result.sequences_ids[0])
         # CTranslate2 scores are log probabilities summed and divided by the length.
         logprob_sum = result.scores[0] * generated
@@ -140,6 +130,26 @@ class WhisperWindow:
             frames=frames,
             last_word_probability=last_word,
         )
+
+    def generate(
+        self, encoded: Any, language: str, max_new_tokens: int, prefix: Sequence[int] = ()
+    ) -> Any:
+        """CTranslate2's greedy result on an encoder output, with the prompt and suppressed
+        tokens faster-whisper's own `transcribe` uses; `prefix`: text tokens forced after
+        the prompt (returned with the generated ones)."""
+        prompt, suppress, _ = self._prompt(language if self.multilingual else "en")
+        prompt = [*prompt, *prefix]
+        return self._ct2.generate(
+            encoded,
+            [prompt],
+            beam_size=1,
+            # CTranslate2 stops at min(max_length / 2, max_length - prompt) new tokens.
+            max_length=max(2 * max_new_tokens, len(prompt) + max_new_tokens),
+            return_scores=True,
+            return_no_speech_prob=True,
+            suppress_blank=True,
+            suppress_tokens=suppress,
+        )[0]
 
     def word_probabilities(
         self, audio: np.ndarray, frames: int, language: str, text: str
