@@ -167,7 +167,7 @@ async def measure_one(
         result.status = "no_reply"
         return result
     started = time.perf_counter()
-    await asyncio.to_thread(tts.synthesize, chunk)
+    await asyncio.to_thread(tts.synthesize, chunk, urgent=True)  # a reply's first chunk
     result.tts_ms = tts_ms = (time.perf_counter() - started) * 1000
     start_of_reply = pause_ms if conversation.speculate else result.endpoint_ms
     result.floor_ms = max(result.endpoint_ms, start_of_reply + result.stt_ms + chunk_ms + tts_ms)

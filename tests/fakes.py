@@ -94,9 +94,11 @@ class ToneSynthesizer:
 
     sample_rate: int = 16_000
     texts: list[str] = field(default_factory=list)
+    urgent: list[bool] = field(default_factory=list)
 
-    def synthesize(self, text: str) -> Int16Array:
+    def synthesize(self, text: str, *, urgent: bool = False) -> Int16Array:
         self.texts.append(text)
+        self.urgent.append(urgent)
         n = int(0.06 * self.sample_rate) * max(1, len(text.split()))
         t = np.arange(n) / self.sample_rate
         return (8000 * np.sin(2 * np.pi * 220 * t)).astype(np.int16)

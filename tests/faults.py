@@ -110,11 +110,11 @@ class FaultySynthesizer:
     def sample_rate(self) -> int:
         return self._inner.sample_rate
 
-    def synthesize(self, text: str) -> Int16Array:
+    def synthesize(self, text: str, *, urgent: bool = False) -> Int16Array:
         fault = self._script.next()
         if fault is not None:
             self._script.fire(fault, "speech synthesis")
-        return self._inner.synthesize(text)
+        return self._inner.synthesize(text, urgent=urgent)
 
 
 class FaultyLlama:

@@ -382,7 +382,7 @@ async def test_resuming_after_the_first_frames_but_before_a_word_is_one_user_tur
     h.transcriber.last_word_probabilities = [0.95, 0.95]
     h.chat.reply = "Unquestionably, it is sunny today."  # a long first word
     tone = h.tts.synthesize
-    h.tts.synthesize = lambda text: np.tile(tone(text), 6)  # type: ignore[method-assign]
+    h.tts.synthesize = lambda text, urgent=False: np.tile(tone(text), 6)  # type: ignore[method-assign]
     await h.play(SPEECH, 0.8)
     await h.play(SILENCE, 0.2)
     await h.until(lambda: h.track.sent > 0)
@@ -506,6 +506,26 @@ async def test_an_echo_of_words_just_past_the_estimated_cut_resumes_the_agent(
     await h.play(SPEECH, 0.25)  # by then "The sea is vast" was sent, by the estimate
     await h.until(lambda: bool(h.log.of("interrupted")))
     assert h.log.of("interrupted")[0]["resumed"] is lookahead
+
+
+async def test_a_chunk_is_urgent_while_little_of_the_reply_waits_ahead_of_it(make: Make) -> None:
+    """The voice may give a chunk more of the machine while the listener would otherwise
+    hear silence (agent/stages/tts): the first chunk, and a later one when less than
+    URGENT_AHEAD_S of audio is left ahead of it; not one behind seconds of audio."""
+    h = make()
+    h.transcriber.texts = ["Hello there.", "And tomorrow?"]
+    await h.play(SPEECH, 0.6)
+    await h.play(SILENCE, 0.5)
+    await h.turn_done()
+    assert h.tts.texts == ["Sure, I can help with that.", "It is sunny today."]
+    assert h.tts.urgent == [True, True]  # 0.36 s of tone ahead of the second chunk
+
+    tone = h.tts.synthesize
+    h.tts.synthesize = lambda text, urgent=False: np.tile(tone(text, urgent=urgent), 6)  # type: ignore[method-assign]
+    await h.play(SPEECH, 0.6)
+    await h.play(SILENCE, 0.5)
+    await h.turn_done()
+    assert h.tts.urgent[2:] == [True, False]  # 2.2 s of tone ahead of the second chunk
 
 
 async def test_the_reply_ends_after_its_sentence_cap(make: Make) -> None:

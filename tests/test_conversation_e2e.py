@@ -116,8 +116,8 @@ class PlayoutRecord:
         self.cleared: list[int] = []
         synthesize, write, clear = runtime.tts.synthesize, track.write, track.clear
 
-        def synthesized(text: str) -> Int16Array:
-            pcm: Int16Array = synthesize(text)
+        def synthesized(text: str, *, urgent: bool = False) -> Int16Array:
+            pcm: Int16Array = synthesize(text, urgent=urgent)
             self.synthesized.append((text, int(pcm.size)))
             return pcm
 

@@ -77,9 +77,9 @@ class BlockingSynthesizer(ToneSynthesizer):
         super().__init__()
         self.blocker = blocker
 
-    def synthesize(self, text: str) -> Int16Array:
+    def synthesize(self, text: str, *, urgent: bool = False) -> Int16Array:
         self.blocker.maybe_block()
-        return super().synthesize(text)
+        return super().synthesize(text, urgent=urgent)
 
 
 class Talk:

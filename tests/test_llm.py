@@ -20,7 +20,7 @@ from agent.models.resolve import resolve_models
 from agent.stages.chunker import SpeechChunker
 from agent.stages.llm import Generation, llama_internals
 from agent.stages.llm.cores import VOICE_WAIT_BUDGET_S, CoreSharing
-from agent.stages.llm.llama import ChatModel
+from agent.stages.llm.llama import _SENTENCE_BOUNDARY, ChatModel
 
 
 @pytest.fixture
@@ -224,6 +224,47 @@ def test_a_wait_for_the_voice_ends_with_the_voice_the_budget_or_a_stop() -> None
     assert forever.wait_for_voice(stopped, 5.0) < 0.1
 
 
+def test_the_llm_waits_only_for_a_voice_the_listener_waits_for() -> None:
+    """The runtime's pools tell the LLM and the voice what runs (agent/app/runtime.py): an
+    urgent chunk (the listener hears silence until it is ready) takes every core and makes
+    the LLM wait only while nothing else runs; a later chunk, spoken on its own thread, or
+    another session's turn on its way to the model, leaves it one thread and the LLM
+    writing."""
+    from agent.app.runtime import Executors
+
+    executors = Executors.create()
+    urgent_done, later_done, recognized = threading.Event(), threading.Event(), threading.Event()
+    try:
+        assert executors.models_idle() and not executors.only_an_urgent_voice_busy()
+        urgent = executors.tts_urgent.submit(urgent_done.wait)
+        assert executors.only_an_urgent_voice_busy() and executors.idle_but_the_urgent_voice()
+        later = executors.tts.submit(later_done.wait)
+        assert not executors.only_an_urgent_voice_busy()
+        assert not executors.idle_but_the_urgent_voice()
+        later_done.set()
+        later.result(timeout=5)
+        _until(executors.only_an_urgent_voice_busy)
+        assert executors.only_an_urgent_voice_busy()
+        recognizing = executors.stt.submit(recognized.wait)
+        assert not executors.only_an_urgent_voice_busy()
+        urgent_done.set()
+        recognized.set()
+        for future in (urgent, recognizing):
+            future.result(timeout=5)
+        _until(executors.models_idle)  # a pool counts a call done in its done callback
+        assert executors.models_idle()
+    finally:
+        for event in (urgent_done, later_done, recognized):
+            event.set()
+        executors.shutdown()
+
+
+def _until(condition: Callable[[], bool], timeout_s: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.001)
+
+
 async def test_cancel_stops_generation_at_the_next_token(chat: ChatModel) -> None:
     deltas: list[str] = []
     first_delta = asyncio.Event()
@@ -246,11 +287,13 @@ async def test_cancel_stops_generation_at_the_next_token(chat: ChatModel) -> Non
 
 
 async def test_concurrent_turns_take_the_model_in_turn(chat: ChatModel) -> None:
+    """One generation at a time: a reply gives the model to a waiting turn only once it has
+    written a whole sentence (the tiny model's random words may hold some)."""
     messages = [{"role": "system", "content": "x"}, {"role": "user", "content": "Hi."}]
-    deltas: list[tuple[str, float]] = []
+    deltas: list[tuple[str, str]] = []
 
     def recorder(name: str) -> Callable[[str], None]:
-        return lambda _: deltas.append((name, time.time()))
+        return lambda piece: deltas.append((name, piece))
 
     a, b = await asyncio.gather(
         chat.generate(list(messages), recorder("a"), max_tokens=16),
@@ -258,13 +301,62 @@ async def test_concurrent_turns_take_the_model_in_turn(chat: ChatModel) -> None:
     )
     order = [name for name, _ in deltas]
     assert set(order) == {"a", "b"}, order
-    runner = order[0]
-    waiter = "b" if runner == "a" else "a"
-    # One whole reply, then the other: never interleaved.
-    assert order == [runner] * order.count(runner) + [waiter] * order.count(waiter), order
-    ran = [when for name, when in deltas if name == runner]
-    waited = (b if runner == "a" else a).queue_wait_s
-    assert waited >= ran[-1] - ran[0], "the second turn had the model before the first ended"
+    written = {"a": "", "b": ""}
+    for (name, piece), (after, _) in zip(deltas, [*deltas[1:], ("", "")], strict=True):
+        written[name] += piece
+        if after and after != name and len(written[name]) < len((a, b)[name == "b"].text):
+            assert _SENTENCE_BOUNDARY.search(written[name]), (name, written[name])
+    assert (written["a"], written["b"]) == (a.text, b.text)
+
+
+@pytest.mark.slow
+async def test_a_reply_gives_the_model_to_a_waiting_turn_between_sentences(
+    small_models: Path,
+) -> None:
+    """With the real SmolLM2, greedy: a long reply gives the model to a turn that waits for
+    it at its first sentence's end, the other turn's first words come before the rest of
+    the long reply, and the long reply then goes on exactly as it would have alone (its
+    context, the sentence written so far included, saved and restored: nothing stale)."""
+    resolved = resolve_models(ModelConfig(models_dir=small_models, profile="small", offline=True))
+    llama = load_llama(resolved.llm, 2048, detect_device("cpu"))
+    chat = ChatModel(llama, max_reply_tokens=80, temperature=0.0)
+    long_ask = [
+        {"role": "system", "content": "You are a helpful assistant."},
+        {"role": "user", "content": "Tell me about the ocean in four sentences."},
+    ]
+    short_ask = [
+        {"role": "system", "content": "You are a helpful assistant."},
+        {"role": "user", "content": "Say hello."},
+    ]
+    try:
+        alone = await chat.generate(list(long_ask), lambda _: None, conversation=_Owner())
+        assert len(list(_SENTENCE_BOUNDARY.finditer(alone.text))) >= 2, alone.text
+        order: list[str] = []
+        other: asyncio.Task[Generation] | None = None
+
+        def on_long(piece: str) -> None:
+            nonlocal other
+            order.append("long")
+            if other is None:
+                other = asyncio.create_task(
+                    chat.generate(
+                        list(short_ask), lambda _: order.append("short"), conversation=_Owner()
+                    )
+                )
+
+        shared = await chat.generate(list(long_ask), on_long, conversation=_Owner())
+        assert other is not None
+        short = await other
+    finally:
+        chat.close()
+    assert shared.text == alone.text
+    first_short = order.index("short")
+    assert 0 < first_short < len(order) - order[::-1].index("long") - 1, order
+    assert short.queue_wait_s < 2.0 and short.text
+
+
+class _Owner:
+    """A conversation, as the model's saved contexts know it (weakly referenced)."""
 
 
 async def test_long_conversation_trims_rarely_and_keeps_its_prefix(tiny_models: Path) -> None:

@@ -147,26 +147,37 @@ def _pcm(chunks: list[object]) -> np.ndarray:
     return np.concatenate([c.audio_int16_array for c in chunks])  # type: ignore[attr-defined]
 
 
-def test_piper_takes_every_core_only_where_the_llm_waits_for_it(
+def test_piper_takes_every_core_only_for_urgent_chunks_where_the_llm_waits_for_it(
     resolved: ResolvedModels, cpu: DeviceInfo
 ) -> None:
     """A voice on every core beside an LLM on its own would contend with it: only the
-    process whose in-process LLM waits for the voice (agent/stages/llm/cores.py) loads
-    Piper on every core."""
+    process whose in-process LLM waits for the voice (agent/stages/llm/cores.py) speaks on
+    every core, and only the chunks the listener waits for, on an onnxruntime session of
+    their own, while no other model runs; later chunks are spoken beside the LLM. Both
+    sessions speak the same voice."""
     import os
 
-    from agent.app.runtime import _voice_takes_the_cores
+    from agent.app.runtime import _voice_takes_the_cores, load_synthesizer
     from agent.models.loaders import shared_threads
     from agent.stages.tts.piper import PiperSynthesizer
 
-    beside = PiperSynthesizer(load_piper(resolved.voice, cpu))
-    alone = PiperSynthesizer(load_piper(resolved.voice, cpu, every_core=True))
+    beside = load_synthesizer(resolved, cpu)
+    alone = load_synthesizer(resolved, cpu, every_core=True)
+    assert isinstance(beside, PiperSynthesizer) and isinstance(alone, PiperSynthesizer)
     assert beside.cpu_threads == shared_threads()
-    assert alone.cpu_threads == (os.cpu_count() or 1)
+    assert beside.threads_for(urgent=True) == beside.threads_for(urgent=False) == shared_threads()
+    assert alone.cpu_threads == alone.threads_for(urgent=True) == (os.cpu_count() or 1)
+    assert alone.threads_for(urgent=False) == shared_threads()
+    alone.share_cores(lambda: False)  # another model runs: no chunk takes every core
+    assert alone.threads_for(urgent=True) == shared_threads()
+    alone.share_cores(lambda: True)
     assert _voice_takes_the_cores(alone, cpu)
     assert not _voice_takes_the_cores(alone, replace(cpu, llm_gpu=True))
     if (os.cpu_count() or 1) > 1:
         assert not _voice_takes_the_cores(beside, cpu)
+    text = "The same voice, whichever session speaks."
+    urgent, later = alone.synthesize(text, urgent=True), alone.synthesize(text)
+    assert rms(urgent) > 500 and abs(urgent.size - later.size) < 0.1 * later.size
 
 
 def test_piper_makes_sound_that_grows_with_text(resolved: ResolvedModels, cpu: DeviceInfo) -> None:

@@ -56,6 +56,9 @@ class Executors:
     vad: ThreadPoolExecutor
     stt: CountingExecutor
     tts: CountingExecutor
+    tts_urgent: CountingExecutor
+    """The chunks the listener waits for (agent/stages/tts): one session's first chunk
+    never queues behind another's long later sentence."""
     turn: CountingExecutor
     """The end-of-turn model: one call at a time, each with a core."""
 
@@ -65,22 +68,28 @@ class Executors:
             vad=ThreadPoolExecutor(2, thread_name_prefix="vad"),
             stt=CountingExecutor(1, thread_name_prefix="stt"),
             tts=CountingExecutor(1, thread_name_prefix="tts"),
+            tts_urgent=CountingExecutor(1, thread_name_prefix="tts-urgent"),
             turn=CountingExecutor(1, thread_name_prefix="turn"),
         )
 
-    def only_the_voice_busy(self) -> bool:
-        """The voice synthesizes, and no other session's turn is on its way to the LLM
-        (its recognition or end of turn running): waiting for the voice then would push
-        that turn's first token back behind the rest of this reply."""
-        return self.tts.busy and not (self.stt.busy or self.turn.busy)
+    def only_an_urgent_voice_busy(self) -> bool:
+        """A chunk the listener waits for is being spoken, on every core: nothing else runs
+        (no other session's turn on its way to the LLM, whose first token a wait for the
+        voice would push back behind the rest of this reply)."""
+        return self.tts_urgent.busy and self.idle_but_the_urgent_voice()
+
+    def idle_but_the_urgent_voice(self) -> bool:
+        """No recognition, end-of-turn or later chunk's voice queued or running: a chunk
+        the listener waits for may take every core (agent/stages/tts/piper.py)."""
+        return not (self.stt.busy or self.tts.busy or self.turn.busy)
 
     def models_idle(self) -> bool:
         """No speech recognition, synthesis or end-of-turn call queued or running (the
         VAD's windows are too small to count)."""
-        return not (self.stt.busy or self.tts.busy or self.turn.busy)
+        return not (self.stt.busy or self.tts_urgent.busy or self.tts.busy or self.turn.busy)
 
     def shutdown(self) -> None:
-        for pool in (self.vad, self.stt, self.tts, self.turn):
+        for pool in (self.vad, self.stt, self.tts_urgent, self.tts, self.turn):
             pool.shutdown(wait=True, cancel_futures=True)
 
 
@@ -97,8 +106,8 @@ def session_vad(
 
 
 def _voice_takes_the_cores(tts: Synthesizer, device: DeviceInfo) -> bool:
-    """Piper speaks on every core of the CPU the LLM decodes on: the LLM waits for it
-    rather than contend (agent/stages/llm/cores.py)."""
+    """Piper speaks the chunks the listener waits for on every core of the CPU the LLM
+    decodes on: the LLM waits for those rather than contend (agent/stages/llm/cores.py)."""
     if not isinstance(tts, PiperSynthesizer) or device.tts_gpu or device.llm_gpu:
         return False
     threads = tts.cpu_threads
@@ -108,12 +117,16 @@ def _voice_takes_the_cores(tts: Synthesizer, device: DeviceInfo) -> bool:
 def load_synthesizer(
     resolved: ResolvedModels, device: DeviceInfo, *, every_core: bool = False
 ) -> Synthesizer:
-    """`every_core`: a Piper voice on the CPU may take every core (the LLM in this process
-    waits for it: agent/stages/llm/cores.py)."""
+    """`every_core`: a Piper voice on the CPU speaks the chunks the listener waits for on
+    every core, on a session of its own (the LLM in this process waits for it:
+    agent/stages/llm/cores.py); the later chunks beside the LLM on `shared_threads`."""
     if resolved.tts == "mms":
         model, tokenizer, torch_device = load_mms(resolved.voice, device)
         return MmsSynthesizer(model, tokenizer, torch_device)
-    return PiperSynthesizer(load_piper(resolved.voice, device, every_core=every_core))
+    voice = load_piper(resolved.voice, device)
+    if not every_core or device.tts_gpu:
+        return PiperSynthesizer(voice)
+    return PiperSynthesizer(voice, urgent_voice=load_piper(resolved.voice, device, every_core=True))
 
 
 async def load_chat(config: AppConfig, resolved: ResolvedModels, device: DeviceInfo) -> ChatBackend:
@@ -188,8 +201,12 @@ class Runtime:
         if isinstance(chat, ChatModel):
             chat.share_cores(
                 self.executors.models_idle,
-                self.executors.only_the_voice_busy if _voice_takes_the_cores(tts, device) else None,
+                self.executors.only_an_urgent_voice_busy
+                if _voice_takes_the_cores(tts, device)
+                else None,
             )
+        if isinstance(tts, PiperSynthesizer):
+            tts.share_cores(self.executors.idle_but_the_urgent_voice)
         self.tts = tts
         self.turn_model = turn_model
         self.transcriber = Transcriber(
@@ -257,6 +274,7 @@ class Runtime:
         self.warmup_s["llm"] = await self.chat.warm_up()
         started = time.perf_counter()
         await run_in(self.executors.tts, self.tts.synthesize, "Hello.")
+        await run_in(self.executors.tts_urgent, self.tts.synthesize, "Hello.", urgent=True)
         self.warmup_s["tts"] = time.perf_counter() - started
         if self.turn_model is not None:
             started = time.perf_counter()
@@ -295,6 +313,7 @@ class Runtime:
             chat=self.chat,
             tts=self.tts,
             tts_executor=self.executors.tts,
+            tts_urgent_executor=self.executors.tts_urgent,
             track=session.output,
             emit=session.send_event,
         )

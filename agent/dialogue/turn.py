@@ -26,7 +26,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from agent import events
-from agent.audio import Int16Array
+from agent.audio import OUTPUT_RATE, Int16Array
 from agent.dialogue.copying import SaidBefore, without_earlier_turns
 from agent.dialogue.history import ChatHistory
 from agent.dialogue.spoken import SpokenChunk, heard_text
@@ -35,7 +35,7 @@ from agent.stages.chunker import SpeechChunker, ends_sentence
 from agent.stages.deadlines import Deadline, StageRunner
 from agent.stages.llm import DeltaCallback, Generation, Message
 from agent.stages.stt import Transcript
-from agent.stages.tts import Synthesizer
+from agent.stages.tts import URGENT_AHEAD_S, Synthesizer
 from agent.threads import run_in
 from agent.transport.playout import AgentAudioTrack
 
@@ -74,6 +74,9 @@ class TurnDeps:
     tts_executor: Executor
     track: AgentAudioTrack
     emit: EmitEvent
+    tts_urgent_executor: Executor | None = None
+    """Where the chunks the listener waits for are spoken (`URGENT_AHEAD_S`), so that they
+    never queue behind another session's later chunks; None: on `tts_executor` too."""
 
 
 @dataclass(frozen=True)
@@ -332,10 +335,14 @@ class ReplyTurn:
         first = True
         while (item := await chunks.get()) is not None:
             chunk, written_to = item
+            urgent = self._audio_ahead_s() < URGENT_AHEAD_S
+            executor = self.deps.tts_executor
+            if urgent and self.deps.tts_urgent_executor is not None:
+                executor = self.deps.tts_urgent_executor
             started = time.perf_counter()
             try:
                 pcm = await self.stages.run(
-                    run_in(self.deps.tts_executor, tts.synthesize, chunk),
+                    run_in(executor, tts.synthesize, chunk, urgent=urgent),
                     name=self._stage_name("tts"),
                 )
             except Exception as exc:
@@ -357,6 +364,12 @@ class ReplyTurn:
                 self._play(pcm, tts.sample_rate)
             else:
                 self._held_audio.append((pcm, tts.sample_rate))
+
+    def _audio_ahead_s(self) -> float:
+        """Seconds of this reply's audio not yet sent: what the next chunk is written in."""
+        if self._released.is_set():
+            return self.deps.track.queued_samples / OUTPUT_RATE
+        return sum(pcm.size / rate for pcm, rate in self._held_audio)
 
     def _play(self, pcm: Int16Array, rate: int) -> None:
         """Write the next spoken chunk's audio (chunks are played in the order spoken)."""

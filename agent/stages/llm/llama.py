@@ -1,8 +1,11 @@
 """Streaming chat over one shared llama-cpp-python model.
 
 The model's context is used by one generation at a time (a `Llama` must not be used by two
-threads at once); turns queue for it and their wait is measured. Each conversation's
-evaluated prefix is kept across other conversations' turns (agent/stages/llm/contexts.py).
+threads at once); turns queue for it and their wait is measured. A reply that has written a
+whole sentence gives the model to a turn waiting for it and then queues to write on (its
+sentence is being spoken meanwhile): the waiting turn's first words no longer wait for the
+rest of another session's reply. Each conversation's evaluated prefix, the reply written so
+far included, is kept across other conversations' turns (agent/stages/llm/contexts.py).
 Prompts are rendered with the GGUF's own chat template and tokenized here, so the tokens
 llama.cpp must evaluate (the part not covered by the cached prefix) are known exactly.
 """
@@ -12,13 +15,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+from agent.stages.chunker import CLOSERS, SENTENCE_MARKS
 from agent.stages.llm import DeltaCallback, Generation, Message, llama_internals
 from agent.stages.llm.contexts import DEFAULT_BUDGET_BYTES, ConversationContexts
 from agent.stages.llm.cores import VOICE_WAIT_BUDGET_S, CoreSharing, Flag
@@ -31,6 +36,10 @@ TRIM_TO = 0.6
 
 # Chat formats whose end-of-turn marker is not the vocabulary's end-of-generation token.
 EXTRA_STOPS = ("<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>")
+
+_SENTENCE_BOUNDARY = re.compile(f"[{re.escape(SENTENCE_MARKS)}][{re.escape(CLOSERS)}]*\\s+(?=\\S)")
+"""A sentence's end with the next word begun: the speech chunker has cut there (it decides
+a cut on the characters after the mark), so the sentence is already on its way to the voice."""
 
 
 class ChatModel:
@@ -132,58 +141,74 @@ class ChatModel:
         """Stream a reply to `messages`; `on_delta` gets each text piece on the event loop.
         Cancelling stops generation at the next token. Trims `messages` in place to fit.
         `conversation` (any object living as long as the conversation, such as its
-        ChatHistory) keeps its evaluated prefix while other conversations take turns."""
+        ChatHistory) keeps its evaluated prefix while other conversations take turns. Once
+        a sentence is written, the model goes to a turn that waits for it, and the reply
+        queues to write on; `queue_wait_s` is the wait for its first words."""
         loop = asyncio.get_running_loop()
-        waited_from = time.perf_counter()
-        self._queued.turns += 1
+        stop = threading.Event()
+        enough = threading.Event()
+        first_token_at: list[float] = []
+
+        def deliver(piece: str) -> None:
+            if enough.is_set():
+                return  # already in flight when the caller had enough
+            if not first_token_at:
+                first_token_at.append(time.time())
+            if on_delta(piece):
+                enough.set()
+
+        def emit(piece: str) -> None:
+            loop.call_soon_threadsafe(deliver, piece)
+
+        reply = _Reply()
+        queue_wait = 0.0
         try:
-            await self._lock.acquire()
+            while True:  # one pass per hold of the model; a reply gives it up between sentences
+                waited_from = time.perf_counter()
+                self._queued.turns += 1
+                try:
+                    await self._lock.acquire()
+                finally:
+                    self._queued.turns -= 1
+                if not reply.passes:
+                    queue_wait = time.perf_counter() - waited_from
+                else:
+                    reply.paused_s += time.perf_counter() - waited_from
+                try:
+                    future = loop.run_in_executor(
+                        self._executor,
+                        self._generate,
+                        messages,
+                        emit,
+                        _Either(stop, enough),
+                        max_tokens,
+                        conversation,
+                        reply,
+                    )
+                    await wait_uncancelled(future, on_cancel=stop.set)
+                finally:
+                    self._lock.release()
+                if not reply.gave_way or enough.is_set():
+                    break
         finally:
-            self._queued.turns -= 1
-        try:
-            queue_wait = time.perf_counter() - waited_from
-            stop = threading.Event()
-            enough = threading.Event()
-            first_token_at: list[float] = []
-
-            def deliver(piece: str) -> None:
-                if enough.is_set():
-                    return  # already in flight when the caller had enough
-                if not first_token_at:
-                    first_token_at.append(time.time())
-                if on_delta(piece):
-                    enough.set()
-
-            def emit(piece: str) -> None:
-                loop.call_soon_threadsafe(deliver, piece)
-
-            future = loop.run_in_executor(
-                self._executor,
-                self._generate,
-                messages,
-                emit,
-                _Either(stop, enough),
-                max_tokens,
-                conversation,
+            stop.set()
+        if reply.passes > 1:
+            log.debug(
+                "a reply gave the model to another turn %d times, waited %.0f ms for it back",
+                reply.passes - 1,
+                reply.paused_s * 1000,
             )
-            try:
-                done = await wait_uncancelled(future, on_cancel=stop.set)
-            finally:
-                stop.set()
-        finally:
-            self._lock.release()
-        text, prompt_tokens, evaluated, completion_tokens, dropped, finish = done
         # Every delta was scheduled with call_soon_threadsafe before the worker returned, so
         # the loop ran them all before this coroutine resumed.
         return Generation(
-            text=text,
-            prompt_tokens=prompt_tokens,
-            prompt_tokens_evaluated=evaluated,
-            completion_tokens=completion_tokens,
+            text=reply.text,
+            prompt_tokens=len(reply.prompt),
+            prompt_tokens_evaluated=reply.evaluated,
+            completion_tokens=reply.completion_tokens,
             queue_wait_s=queue_wait,
             first_token_at=first_token_at[0] if first_token_at else None,
-            finish_reason="enough" if enough.is_set() else finish,
-            dropped_messages=dropped,
+            finish_reason="enough" if enough.is_set() else reply.finish,
+            dropped_messages=reply.dropped,
         )
 
     def _generate(
@@ -193,23 +218,31 @@ class ChatModel:
         stop: _Either,
         max_tokens: int | None,
         conversation: object | None,
-    ) -> tuple[str, int, int, int, int, str]:
+        reply: _Reply,
+    ) -> None:
+        """One pass of `reply` on the model: to its end, or to a sentence's end when
+        another turn waits for the model (`reply.gave_way`)."""
         llama = self._llama
-        tokens, dropped = self.fit(messages)
+        if not reply.passes:
+            reply.prompt, reply.dropped = self.fit(messages)
+        reply.passes += 1
+        reply.gave_way = False
+        tokens = reply.prompt + self._written_tokens(reply.text)
         self._contexts.switch_to(conversation, tokens)
-        voice_wait = _VoiceWait(VOICE_WAIT_BUDGET_S)
-        self._take_cores(stop, voice_wait)
+        self._take_cores(stop, reply.voice_wait)
         if stop.is_set():  # cancelled while the voice spoke
-            return "", len(tokens), 0, 0, dropped, "stop"
+            return
         cached = llama.longest_token_prefix(llama_internals.evaluated_tokens(llama), tokens)
         # llama.cpp replays one token when the whole prompt is cached, to refresh logits.
-        evaluated = max(len(tokens) - cached, 1)
-        pieces: list[str] = []
-        completion_tokens = 0
-        finish = "stop"
+        reply.evaluated += max(len(tokens) - cached, 1)
+        left = (max_tokens or self.max_reply_tokens) - reply.completion_tokens
+        if left <= 0:
+            reply.finish = "length"
+            return
+        written_before = len(reply.text)
         stream = llama.create_completion(
             prompt=tokens,
-            max_tokens=max_tokens or self.max_reply_tokens,
+            max_tokens=left,
             temperature=self._temperature,
             top_p=0.9,
             stream=True,
@@ -219,17 +252,32 @@ class ChatModel:
             for chunk in stream:
                 if stop.is_set():
                     break
-                completion_tokens += 1
+                reply.completion_tokens += 1
                 choice = chunk["choices"][0]
-                finish = choice.get("finish_reason") or finish
+                finish = choice.get("finish_reason")
+                reply.finish = finish or reply.finish
                 piece = choice["text"]
                 if piece:
-                    pieces.append(piece)
+                    reply.text += piece
                     emit(piece)
-                self._take_cores(stop, voice_wait)  # for the next token's decode
+                if (
+                    finish is None
+                    and self._queued.is_set()
+                    and reply.sentence_since(written_before)
+                ):
+                    reply.gave_way = True
+                    break
+                self._take_cores(stop, reply.voice_wait)  # for the next token's decode
         finally:
             stream.close()
-        return "".join(pieces), len(tokens), evaluated, completion_tokens, dropped, finish
+
+    def _written_tokens(self, text: str) -> list[int]:
+        """The reply written so far, as prompt tokens to write on from (the model's own
+        tokens, as a rule: only a different split of the same text is evaluated again)."""
+        if not text:
+            return []
+        tokens: list[int] = self._llama.tokenize(text.encode(), add_bos=False, special=False)
+        return tokens
 
     def _take_cores(self, stop: _Either, voice_wait: _VoiceWait) -> None:
         """Before a decode, in the worker: let the voice finish its chunk (within this
@@ -256,6 +304,28 @@ class ChatModel:
 class _VoiceWait:
     left_s: float
     """What is left of this generation's budget for waiting on the voice."""
+
+
+@dataclass
+class _Reply:
+    """A reply across its passes on the model (written in the model's worker thread)."""
+
+    prompt: list[int] = field(default_factory=list)
+    dropped: int = 0
+    text: str = ""
+    evaluated: int = 0
+    completion_tokens: int = 0
+    finish: str = "stop"
+    passes: int = 0
+    gave_way: bool = False
+    """The last pass ended at a sentence's end, for a turn that waited for the model."""
+    paused_s: float = 0.0
+    voice_wait: _VoiceWait = field(default_factory=lambda: _VoiceWait(VOICE_WAIT_BUDGET_S))
+
+    def sentence_since(self, offset: int) -> bool:
+        """A sentence of the reply ended past `offset` (where this pass began), and the next
+        has begun."""
+        return _SENTENCE_BOUNDARY.search(self.text, offset) is not None
 
 
 class _Queued:

@@ -25,7 +25,8 @@ class MmsSynthesizer:
     def sample_rate(self) -> int:
         return int(self._model.config.sampling_rate)
 
-    def synthesize(self, text: str) -> Int16Array:
+    def synthesize(self, text: str, *, urgent: bool = False) -> Int16Array:
+        # `urgent` changes nothing: torch keeps its own threads (or the GPU) for every chunk.
         import torch
 
         if self._romanize is not None:
