@@ -186,3 +186,21 @@ class EventLog:
 
     def of(self, kind: str) -> list[dict[str, Any]]:
         return [e for e in self.events if e["type"] == kind]
+
+
+class SlowGenerate:
+    """A real CTranslate2 Whisper whose `generate` takes `delay_s` longer (and counts its
+    calls): the timing `WhisperWindow.choose_decoder` chooses on, scripted."""
+
+    def __init__(self, model: Any, delay_s: float) -> None:
+        self._model = model
+        self._delay_s = delay_s
+        self.generate_calls = 0
+
+    def generate(self, *args: Any, **kwargs: Any) -> Any:
+        self.generate_calls += 1
+        time.sleep(self._delay_s)
+        return self._model.generate(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._model, name)

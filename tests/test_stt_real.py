@@ -7,18 +7,21 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import ctranslate2
 import pytest
 
 from agent.audio import Int16Array, int16_to_float
 from agent.models.device import detect_device
-from agent.models.loaders import load_piper, load_whisper
+from agent.models.loaders import load_piper, load_whisper, load_whisper_decoder
 from agent.stages.stt import FULL_WINDOW_S, Transcriber, Transcript
+from agent.stages.stt_guard import WindowGuard
 from agent.stages.tts.piper import PiperSynthesizer
 from agent.stages.whisper_window import WhisperWindow
 from agent.turntaking.endpoint import UNSURE_LAST_WORD, hangs_on_last_word, unsure_ending
 from benchmarks.corpus import espeak
 from benchmarks.stt_corpus import as_utterance
 from benchmarks.wer import word_error_rate
+from tests.fakes import SlowGenerate
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 
@@ -77,6 +80,38 @@ def test_cut_window_words_are_as_good_as_the_full_windows(
     cut = word_error_rate(references, [t.text for t in transcripts["cut"]])
     assert cut <= 0.15, [t.text for t in transcripts["cut"]]
     assert cut <= full + 0.01, (full, cut, [t.text for t in transcripts["cut"]])
+
+
+def test_the_one_thread_decoder_says_the_same_words(
+    small_models: Path,
+    clips: list[tuple[str, Int16Array]],
+    transcripts: dict[str, list[Transcript]],
+) -> None:
+    """The decoder on one thread beside the encoder on every core (chosen at start-up where
+    it times faster: here the choice is scripted, the decoding real)."""
+    path = small_models / "whisper-base"
+    model = load_whisper(path, detect_device("cpu"))
+    candidate = load_whisper_decoder(path, detect_device("cpu"))
+    if candidate is None:  # a single core
+        candidate = ctranslate2.models.Whisper(str(path), compute_type="int8", intra_threads=1)
+    window = WhisperWindow(model, candidate)
+    window._ct2 = SlowGenerate(model.model, delay_s=0.05)
+    choice = window.choose_decoder()
+    assert choice is not None and choice.one_thread
+    window._ct2 = model.model
+    guard = WindowGuard()
+    texts = []
+    for (_, audio), cut in zip(clips, transcripts["cut"], strict=True):
+        samples = int16_to_float(audio)
+        frames = guard.window_frames(window.content_frames(samples.size))
+        assert frames is not None and frames / 100 == cut.window_s
+        texts.append(window.decode(samples, frames, "en", guard.token_limit(cut.audio_s)).text)
+    # Thread counts may order sums differently: a word may flip, rarely.
+    same = sum(text == cut.text for text, cut in zip(texts, transcripts["cut"], strict=True))
+    assert same >= len(clips) - 1, (texts, [t.text for t in transcripts["cut"]])
+    references = [text for text, _ in clips]
+    cut_wer = word_error_rate(references, [t.text for t in transcripts["cut"]])
+    assert word_error_rate(references, texts) <= cut_wer + 0.01
 
 
 def test_cut_window_follows_the_utterance(transcripts: dict[str, list[Transcript]]) -> None:

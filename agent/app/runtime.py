@@ -9,6 +9,7 @@ import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -27,6 +28,7 @@ from agent.models.loaders import (
     load_piper,
     load_vad_model,
     load_whisper,
+    load_whisper_decoder,
 )
 from agent.models.resolve import ResolvedModels, models_health, resolve_models
 from agent.stages.llm import ChatBackend
@@ -38,6 +40,7 @@ from agent.stages.stt import Transcriber
 from agent.stages.tts import Synthesizer
 from agent.stages.tts.mms import MmsSynthesizer
 from agent.stages.tts.piper import PiperSynthesizer
+from agent.stages.whisper_window import DecoderChoice
 from agent.threads import CountingExecutor, run_in
 from agent.transport.session import AudioSink, Session
 from agent.turntaking.echo import EchoMask
@@ -180,6 +183,11 @@ async def load_local_chat(config: AppConfig, weights: Weights, device: DeviceInf
     )
 
 
+def _load_recognizer(path: Path, device: DeviceInfo) -> tuple[Any, Any | None]:
+    """Whisper, and its one-thread decoder where it may decode faster (chosen at warm-up)."""
+    return load_whisper(path, device), load_whisper_decoder(path, device)
+
+
 class Runtime:
     def __init__(
         self,
@@ -191,6 +199,7 @@ class Runtime:
         chat: ChatBackend,
         tts: Synthesizer,
         turn_model: SmartTurn | None = None,
+        whisper_decoder: Any | None = None,
     ) -> None:
         self.config = config
         self.resolved = resolved
@@ -214,8 +223,10 @@ class Runtime:
             config.conversation.language.whisper,
             self.executors.stt,
             score_last_word=hangs_on_last_word if turn_model is not None else None,
+            one_thread_decoder=whisper_decoder,
         )
         self.warmup_s: dict[str, float] = {}
+        self.stt_decoder: DecoderChoice | None = None
 
     @classmethod
     async def load(cls, config: AppConfig) -> Runtime:
@@ -229,16 +240,16 @@ class Runtime:
             # The server is asked first: a wrong URL fails in a second, not after the models load.
             chat = await load_chat(config, resolved, device)
             try:
-                whisper, tts = await asyncio.gather(
-                    asyncio.to_thread(load_whisper, resolved.stt, device),
+                (whisper, decoder), tts = await asyncio.gather(
+                    asyncio.to_thread(_load_recognizer, resolved.stt, device),
                     asyncio.to_thread(load_synthesizer, resolved, device),
                 )
             except BaseException:
                 await chat.aclose()
                 raise
         else:
-            whisper, tts, chat = await asyncio.gather(
-                asyncio.to_thread(load_whisper, resolved.stt, device),
+            (whisper, decoder), tts, chat = await asyncio.gather(
+                asyncio.to_thread(_load_recognizer, resolved.stt, device),
                 asyncio.to_thread(load_synthesizer, resolved, device, every_core=True),
                 load_chat(config, resolved, device),
             )
@@ -253,7 +264,14 @@ class Runtime:
                     resolved, turn=None, turn_note=f"{exc}: turns end on silence alone"
                 )
         runtime = cls(
-            config, resolved, device, whisper=whisper, chat=chat, tts=tts, turn_model=turn_model
+            config,
+            resolved,
+            device,
+            whisper=whisper,
+            whisper_decoder=decoder,
+            chat=chat,
+            tts=tts,
+            turn_model=turn_model,
         )
         try:
             await runtime.warm_up()
@@ -271,6 +289,15 @@ class Runtime:
         started = time.perf_counter()
         await self.transcriber.transcribe(silence)
         self.warmup_s["stt"] = time.perf_counter() - started
+        self.stt_decoder = await run_in(self.executors.stt, self.transcriber.choose_decoder)
+        if self.stt_decoder is not None:
+            log.info(
+                "Whisper decodes on %s (a probe took %.0f ms on one thread, %.0f ms on all %d)",
+                "one thread" if self.stt_decoder.one_thread else "the model's threads",
+                self.stt_decoder.one_thread_ms,
+                self.stt_decoder.model_threads_ms,
+                cpu_threads(),
+            )
         self.warmup_s["llm"] = await self.chat.warm_up()
         started = time.perf_counter()
         await run_in(self.executors.tts, self.tts.synthesize, "Hello.")
@@ -334,6 +361,10 @@ class Runtime:
             )
         else:
             turn["silence_ms"] = conversation.endpoint_ms
+        if self.stt_decoder is not None:
+            stt = report["stt"]
+            assert isinstance(stt, dict)
+            stt.update(self.stt_decoder.as_dict())
         report["speculation"] = conversation.speculate
         report["warmup_ms"] = {k: round(v * 1000, 1) for k, v in self.warmup_s.items()}
         return report

@@ -163,6 +163,33 @@ def load_whisper(path: Path, device: DeviceInfo) -> Any:
     return _once(key, lambda: _timed("Whisper", path, where, build))
 
 
+def load_whisper_decoder(path: Path, device: DeviceInfo) -> Any | None:
+    """A second CTranslate2 Whisper of the same directory on one thread, for the decoder
+    (`agent.stages.whisper_window`): on the CPU, the encoder gains from every core but a
+    greedy decode's small matrix products lose to the threads' synchronisation (Whisper
+    base int8 on the 2-core VM of benchmarks/results/small: the encoder took 200 ms on two
+    threads against 263 on one, the decoder about 15 ms a token on two against 10 on one).
+    None on a GPU or a single core. Not kept in the process's cache:
+    `WhisperWindow.choose_decoder` times it and drops it where the model's own threads
+    decode faster."""
+    if device.stt_device != "cpu" or cpu_threads() < 2:
+        return None
+    path = Path(path).resolve()
+    check_whisper_dir(path)
+
+    def build() -> Any:
+        import ctranslate2
+
+        try:
+            return ctranslate2.models.Whisper(
+                str(path), device="cpu", compute_type=device.stt_compute_type, intra_threads=1
+            )
+        except Exception as exc:
+            raise ModelError(f"cannot load Whisper model {path / 'model.bin'}: {exc}") from exc
+
+    return _timed("Whisper's one-thread decoder", path, "cpu", build)
+
+
 def load_llama(
     path: Path,
     n_ctx: int,

@@ -20,7 +20,12 @@ import numpy as np
 
 from agent.audio import STT_RATE, Int16Array, int16_to_float
 from agent.stages.stt_guard import WindowGuard
-from agent.stages.whisper_window import FRAMES_PER_SECOND, FULL_WINDOW_FRAMES, WhisperWindow
+from agent.stages.whisper_window import (
+    FRAMES_PER_SECOND,
+    FULL_WINDOW_FRAMES,
+    DecoderChoice,
+    WhisperWindow,
+)
 from agent.threads import run_in
 
 log = logging.getLogger(__name__)
@@ -66,16 +71,18 @@ class Transcriber:
         cut_window: bool = True,
         guard: WindowGuard | None = None,
         score_last_word: Callable[[str], bool] | None = None,
+        one_thread_decoder: Any | None = None,
     ) -> None:
         """`language`: Whisper's code, or None to detect it per utterance. `cut_window`
         False: always faster-whisper's full 30 s window (the reference). `score_last_word`:
         the transcripts whose last word's probability matters (to the endpoint: a word
         Whisper made up in a pause can make a sentence cut mid-phrase read finished); it is
-        scored on cut-window decodes only."""
+        scored on cut-window decodes only. `one_thread_decoder`: a candidate decoder for the
+        cut window (`WhisperWindow`), kept by `choose_decoder` where it is faster."""
         self._model = model
         self._language = language
         self._executor = executor
-        self._window = WhisperWindow(model) if cut_window else None
+        self._window = WhisperWindow(model, one_thread_decoder) if cut_window else None
         self._guard = guard or WindowGuard()
         self._score_last_word = score_last_word
         self._counts_lock = threading.Lock()
@@ -85,6 +92,10 @@ class Transcriber:
     def counts(self) -> WindowCounts:
         with self._counts_lock:
             return WindowCounts(self._cut, self._fell_back)
+
+    def choose_decoder(self) -> DecoderChoice | None:
+        """Blocking: see `WhisperWindow.choose_decoder` (None: nothing to choose from)."""
+        return self._window.choose_decoder() if self._window is not None else None
 
     async def transcribe(self, audio: Int16Array) -> Transcript:
         return await run_in(self._executor, self.transcribe_blocking, audio)

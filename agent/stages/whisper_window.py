@@ -16,6 +16,7 @@ checked on every upgrade:
 from __future__ import annotations
 
 import inspect
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -30,6 +31,31 @@ FRAMES_PER_SECOND = 100
 MAX_TEXT_TOKENS = 224
 """CTranslate2's Whisper generates at most half its `max_length` (Whisper's own sample
 length, 448 // 2), whatever the prompt."""
+PROBE_TEXT = " Hello, how are you doing today? I am fine."
+"""Forced after the prompt to time a decoder: CTranslate2 decodes a prompt one step per
+token, so this costs what generating as many tokens does."""
+PROBE_FRAMES = 1000
+"""The window the probe decodes on: 10 s, the cut window's minimum (agent.stages.stt_guard)."""
+PROBE_ROUNDS = 3
+
+
+@dataclass(frozen=True)
+class DecoderChoice:
+    """Which of the two decoders `WhisperWindow.choose_decoder` kept, and what it timed."""
+
+    one_thread: bool
+    one_thread_ms: float
+    model_threads_ms: float
+    """The probe's decode on each, the fastest of `PROBE_ROUNDS` (`PROBE_TEXT`)."""
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "decoder": "one thread" if self.one_thread else "the model's threads",
+            "probe_ms": {
+                "one_thread": round(self.one_thread_ms, 1),
+                "model_threads": round(self.model_threads_ms, 1),
+            },
+        }
 
 
 @dataclass(frozen=True)
@@ -60,13 +86,20 @@ class WindowDecode:
 class WhisperWindow:
     """Greedy decodes of one `faster_whisper.WhisperModel` on windows of any length up to
     30 s. Holds nothing between calls but the prompt of each language; call it from the
-    transcription worker thread."""
+    transcription worker thread.
 
-    def __init__(self, model: Any) -> None:
+    `one_thread_decoder`: the same model loaded again on one thread
+    (`agent.models.loaders.load_whisper_decoder`), a candidate for the decoder's part (text
+    generation, alignment, language detection) while the encoder keeps every core; it is
+    used once `choose_decoder` has timed it faster."""
+
+    def __init__(self, model: Any, one_thread_decoder: Any | None = None) -> None:
         from faster_whisper.feature_extractor import FeatureExtractor
 
         self._model = model
         self._ct2 = model.model
+        self._decoder = self._ct2
+        self._candidate = one_thread_decoder
         self.multilingual = bool(self._ct2.is_multilingual)
         # The mel bins are the model's (80, or 128 for large-v3), whatever the directory's
         # preprocessor_config.json says or lacks.
@@ -137,9 +170,19 @@ class WhisperWindow:
         """CTranslate2's greedy result on an encoder output, with the prompt and suppressed
         tokens faster-whisper's own `transcribe` uses; `prefix`: text tokens forced after
         the prompt (returned with the generated ones)."""
+        return self._generate_on(self._decoder, encoded, language, max_new_tokens, prefix)
+
+    def _generate_on(
+        self,
+        decoder: Any,
+        encoded: Any,
+        language: str,
+        max_new_tokens: int,
+        prefix: Sequence[int] = (),
+    ) -> Any:
         prompt, suppress, _ = self._prompt(language if self.multilingual else "en")
         prompt = [*prompt, *prefix]
-        return self._ct2.generate(
+        return decoder.generate(
             encoded,
             [prompt],
             beam_size=1,
@@ -150,6 +193,33 @@ class WhisperWindow:
             suppress_blank=True,
             suppress_tokens=suppress,
         )[0]
+
+    def choose_decoder(self) -> DecoderChoice | None:
+        """Time the one-thread candidate against the model's own threads on the same probe,
+        rounds alternating, and keep the faster (the other is dropped: its memory is freed).
+        None without a candidate. Call once, before the first decode, from the worker."""
+        candidate, self._candidate = self._candidate, None
+        if candidate is None:
+            return None
+        encoded, _ = self._encode(np.zeros(STT_RATE, dtype=np.float32), PROBE_FRAMES)
+        _, _, tokenizer = self._prompt("en")
+        probe = tokenizer.encode(PROBE_TEXT)
+        times: dict[bool, list[float]] = {True: [], False: []}
+        for round_ in range(PROBE_ROUNDS + 1):
+            for one_thread, decoder in ((True, candidate), (False, self._ct2)):
+                started = time.perf_counter()
+                self._generate_on(decoder, encoded, "en", 1, probe)
+                if round_:  # the first round warms both up (buffers, caches)
+                    times[one_thread].append((time.perf_counter() - started) * 1000)
+        # The fastest round: the machine's other work only ever adds to a time.
+        choice = DecoderChoice(
+            one_thread=min(times[True]) < min(times[False]),
+            one_thread_ms=min(times[True]),
+            model_threads_ms=min(times[False]),
+        )
+        if choice.one_thread:
+            self._decoder = candidate
+        return choice
 
     def word_probabilities(
         self, audio: np.ndarray, frames: int, language: str, text: str
@@ -184,7 +254,7 @@ class WhisperWindow:
         """Words of `tokens` with their tokens' mean probability given the audio, marks
         aside. A word starts at a token that starts with a space, as faster-whisper splits
         words; a mark stays with the word before it, unscored."""
-        aligned = self._ct2.align(encoded, tokenizer.sot_sequence, [tokens], content)[0]
+        aligned = self._decoder.align(encoded, tokenizer.sot_sequence, [tokens], content)[0]
         words: list[tuple[str, list[float]]] = []
         for token, probability in zip(tokens, aligned.text_token_probs, strict=True):
             piece = tokenizer.decode([token])
@@ -197,7 +267,7 @@ class WhisperWindow:
         return [(word, float(np.mean(p)) if p else 1.0) for word, p in words]
 
     def _detect_language(self, encoded: Any) -> tuple[str, float]:
-        best_token, probability = self._ct2.detect_language(encoded)[0][0]
+        best_token, probability = self._decoder.detect_language(encoded)[0][0]
         return str(best_token)[2:-2], float(probability)  # "<|en|>" -> "en"
 
     def _prompt(self, language: str) -> tuple[list[int], list[int], Any]:
@@ -220,4 +290,10 @@ class WhisperWindow:
         return cached
 
 
-__all__ = ["FRAMES_PER_SECOND", "FULL_WINDOW_FRAMES", "WhisperWindow", "WindowDecode"]
+__all__ = [
+    "FRAMES_PER_SECOND",
+    "FULL_WINDOW_FRAMES",
+    "DecoderChoice",
+    "WhisperWindow",
+    "WindowDecode",
+]
