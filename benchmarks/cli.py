@@ -67,7 +67,8 @@ def register(subparsers: Any) -> None:
         "--launch",
         action="store_true",
         help="start `voice-agent serve` on the URL's host and port first (with --models, "
-        "--profile, --endpoint-ms, --max-reply-tokens, --token, and no per-address limits: "
+        "--profile, --endpoint-ms, --max-reply-tokens, --first-chunk-words, --token, and no "
+        "per-address limits: "
         "--max-sessions-per-ip 0 --offer-rate 0), and stop it at the end",
     )
     target.add_argument(
@@ -94,6 +95,13 @@ def register(subparsers: Any) -> None:
         type=int,
         default=ConversationConfig().max_reply_tokens,
         help="longest reply, passed to a launched server and used by the floor",
+    )
+    target.add_argument(
+        "--first-chunk-words",
+        type=int,
+        default=ConversationConfig().first_chunk_words,
+        help="most words of a reply's first chunk, passed to a launched server and used by "
+        "the floor",
     )
     run = bench.add_argument_group("run")
     run.add_argument(
@@ -171,6 +179,7 @@ async def launched(args: argparse.Namespace) -> AsyncIterator[None]:
         "--offline",
         "--endpoint-ms", str(args.endpoint_ms),
         "--max-reply-tokens", str(args.max_reply_tokens),
+        "--first-chunk-words", str(args.first_chunk_words),
         "--max-sessions", str(max(max(args.sessions), 8)),
     ]  # fmt: skip
     async with harness.launched(
@@ -244,7 +253,9 @@ async def bench(args: argparse.Namespace) -> int:
     if not args.no_floor and args.models is not None:
         print("measuring the compute floor ...", file=sys.stderr)
         conversation = ConversationConfig(
-            endpoint_ms=args.endpoint_ms, max_reply_tokens=args.max_reply_tokens
+            endpoint_ms=args.endpoint_ms,
+            max_reply_tokens=args.max_reply_tokens,
+            first_chunk_words=args.first_chunk_words,
         )
         measured = await floor.measure(
             utterances, args.models, profile, conversation, repeats=args.floor_repeats

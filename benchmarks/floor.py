@@ -90,11 +90,11 @@ def endpoint(
 
 
 async def first_chunk(
-    chat: ChatBackend, history: ChatHistory
+    chat: ChatBackend, history: ChatHistory, first_chunk_words: int
 ) -> tuple[float | None, float | None, list[str]]:
     """(ms to the first token, ms to the first speakable chunk, every chunk of the reply).
     The reply is generated in full, as a session does, and joins the history."""
-    chunker = SpeechChunker()
+    chunker = SpeechChunker(first_max_words=first_chunk_words)
     chunks: list[str] = []
     marks: dict[str, float] = {}
 
@@ -160,7 +160,9 @@ async def measure_one(
         return result
     history = history or ChatHistory(conversation.full_system_prompt)
     history.add_user(transcript.text)
-    result.llm_first_token_ms, result.llm_first_chunk_ms, chunks = await first_chunk(chat, history)
+    result.llm_first_token_ms, result.llm_first_chunk_ms, chunks = await first_chunk(
+        chat, history, conversation.first_chunk_words
+    )
     chunk = result.first_chunk = chunks[0] if chunks else ""
     chunk_ms = result.llm_first_chunk_ms
     if chunk_ms is None:

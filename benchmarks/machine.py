@@ -36,6 +36,31 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def cpu_generation() -> str | None:
+    """The CPU's family and model numbers and its widest vector unit ("family 26 model 2,
+    AVX-512"): VMs of this project that all call themselves "AMD EPYC" have run the same
+    Whisper call in 150 ms and in 380, so a figure needs the generation beside it."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return None
+    fields: dict[str, str] = {}
+    for line in info.splitlines():
+        if not line.strip():
+            break  # the first processor says it for all
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip(), value.strip())
+    flags = set(fields.get("flags", "").split())
+    vector = "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else None
+    parts = [
+        f"family {fields['cpu family']} model {fields['model']}"
+        if "cpu family" in fields and "model" in fields
+        else None,
+        vector,
+    ]
+    return ", ".join(p for p in parts if p) or None
+
+
 def memory_gib() -> float | None:
     try:
         for line in Path("/proc/meminfo").read_text().splitlines():
@@ -94,6 +119,7 @@ def describe() -> dict[str, Any]:
     load = os.getloadavg() if hasattr(os, "getloadavg") else None
     return {
         "cpu": cpu_model(),
+        "cpu_generation": cpu_generation(),
         "cores": os.cpu_count(),
         "memory_gib": memory_gib(),
         "gpus": gpus(),
@@ -108,8 +134,10 @@ def describe() -> dict[str, Any]:
 
 def one_line(machine: dict[str, Any]) -> str:
     gpu = ", ".join(machine.get("gpus") or []) or "no GPU"
+    generation = machine.get("cpu_generation")
+    cpu = f"{machine.get('cpu')}, {generation}" if generation else machine.get("cpu")
     return (
-        f"{machine.get('cpu')} ({machine.get('cores')} cores), "
+        f"{cpu} ({machine.get('cores')} cores), "
         f"{machine.get('memory_gib')} GiB RAM, {gpu}, {machine.get('os')}"
     )
 

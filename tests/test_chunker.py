@@ -90,6 +90,26 @@ def test_first_chunk_forced_at_max_words() -> None:
     ]
 
 
+def test_first_chunk_cut_at_max_words_ends_as_a_phrase() -> None:
+    """The cap falls before the words that lead into the next phrase, never after them."""
+    assert (
+        chunk_all(tokens("It is a bit earlier than usual in Tokyo. Yes."), first_max_words=6)[0]
+        == "It is a bit earlier"
+    )
+    assert chunk_all(tokens("Go to the store for the milk and eggs, please."), first_max_words=6)[
+        :2
+    ] == ["Go to the store", "for the milk and eggs, please."]
+    # Never below the minimum: "I can" is too short a phrase to start on.
+    assert chunk_all(tokens("I can and the of with a plan today."), first_max_words=6)[0] == (
+        "I can and"
+    )
+
+
+def test_the_default_first_chunk_is_six_words_at_most() -> None:
+    text = "The moon is approximately 384,400 kilometers away from Earth."
+    assert chunk_all(tokens(text))[0] == "The moon is approximately 384,400 kilometers"
+
+
 def test_short_first_sentence_waits_for_min_words() -> None:
     assert chunk_all(tokens("Yes. I can help with that. Sure thing."))[0] == (
         "Yes. I can help with that."

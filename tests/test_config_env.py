@@ -101,6 +101,15 @@ def test_offline_no_means_online(monkeypatch: pytest.MonkeyPatch, text: str, off
     assert config.models.offline is offline
 
 
+def test_the_first_chunk_cap_reaches_the_conversation(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VOICE_AGENT_FIRST_CHUNK_WORDS", "5")
+    assert (
+        config_from_args(build_parser().parse_args(["serve"])).conversation.first_chunk_words == 5
+    )
+    with pytest.raises(ValueError, match="--first-chunk-words must be >= 3"):
+        config_from_args(build_parser().parse_args(["serve", "--first-chunk-words", "2"]))
+
+
 def test_an_empty_variable_counts_as_unset(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("VOICE_AGENT_PORT", "")
     monkeypatch.setenv("VOICE_AGENT_TOKEN", "")

@@ -540,6 +540,17 @@ async def test_the_reply_ends_after_its_sentence_cap(make: Make) -> None:
     assert metrics["reply_sentences"] == 2 and metrics["finish_reason"] == "enough"
 
 
+async def test_the_first_chunk_is_cut_at_its_word_cap(make: Make) -> None:
+    """The listener waits in silence for the first chunk: `first_chunk_words` caps it, and
+    the rest of its sentence is the next chunk."""
+    h = make(ConversationConfig(first_chunk_words=4))
+    h.chat.reply = "The capital of Australia is Canberra, not Sydney. It is small."
+    await h.play(SPEECH, 0.6)
+    await h.play(SILENCE, 0.5)
+    await h.turn_done()
+    assert h.tts.texts[:2] == ["The capital of Australia", "is Canberra, not Sydney."]
+
+
 async def test_a_reply_that_copies_an_earlier_one_is_asked_for_again_without_them(
     make: Make,
 ) -> None:
@@ -563,6 +574,32 @@ async def test_a_reply_that_copies_an_earlier_one_is_asked_for_again_without_the
     assert "".join(spoken).count("Sure, I can help with that") == 1  # the copy was not said
     assert h.chat.written[1] == "Sure, I can help with that"
     assert h.conversation.history.messages[-1]["content"] == h.chat.reply
+
+
+async def test_a_copy_seen_after_the_first_chunk_went_to_the_voice_is_not_heard(
+    make: Make,
+) -> None:
+    """SmolLM2 prefixes its copies: the copy shows in the reply's seventh and eighth words,
+    after its first chunk (six words) was handed to the voice. That chunk is synthesized but
+    never played: only the reply asked for again is heard."""
+    h = make()
+    h.transcriber.texts = ["Hello there", "Play some music"]
+    h.chat.reply = "I'm glad you're interested in exploring more. It is sunny today."
+    await h.play(SPEECH, 0.6)
+    await h.play(SILENCE, 0.5)
+    await h.turn_done()
+    h.chat.reply = "That's wonderful. I'm glad you're interested in exploring more."
+    await h.play(SPEECH, 0.6)
+    await h.play(SILENCE, 0.5)
+    await h.turn_done()
+    metrics = h.log.of("turn_metrics")
+    assert [m["reply_retried"] for m in metrics] == [False, True]
+    first_chunk = "That's wonderful. I'm glad you're interested"
+    assert h.tts.texts.count(first_chunk) == 2  # voiced before the verdict, then the retry's
+    spoken = [e["delta"] for e in h.log.of("agent_text") if e["turn"] == metrics[1]["turn"]]
+    assert "".join(spoken).count("That's wonderful") == 1
+    assert h.chat.written[1] == "That's wonderful. I'm glad you're interested in exploring"
+    assert metrics[1]["first_chunk_ms"] >= metrics[1]["llm_first_token_ms"]  # the retry's
 
 
 async def test_a_list_reply_ends_after_its_sentence_cap(make: Make) -> None:

@@ -4,17 +4,25 @@ words, and the model not doing it without its history."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
 
 from agent.config import ConversationConfig
-from agent.dialogue.copying import SaidBefore, without_earlier_turns
+from agent.dialogue.copying import (
+    JUDGED_WORDS,
+    CopyWatch,
+    SaidBefore,
+    without_earlier_turns,
+)
 from agent.models.device import detect_device
 from agent.models.loaders import load_llama
 from agent.stages.chunker import SpeechChunker
 from agent.stages.llm import Message
 from agent.stages.llm.llama import ChatModel
+
+Said = tuple[str, int, "asyncio.Future[bool] | None"]
 
 SAME = "I'm glad you're interested in exploring more. I'll do the same. Let's do that."
 
@@ -30,11 +38,62 @@ def test_a_first_chunk_that_repeats_an_earlier_reply_copies() -> None:
     assert said.copied_in("I'm glad you're interested in exploring more.")
     assert said.copied_in("I'm GLAD you're interested,")  # case and marks aside
     # SmolLM2 prefixed its copy so: five words in a row are a copy wherever they stand.
-    assert said.copied_in(first_chunk_of("That's wonderful. I'm glad you're interested in it"))
+    assert said.copied_so_far("That's wonderful. I'm glad you're interested in it")
     assert said.copied_in("The answer is:")  # a short chunk, as an earlier reply began
     assert not said.copied_in("So the answer is:")
     assert not said.copied_in("I'm glad to help.")
     assert not said.copied_in("I'm glad")  # too few words to tell
+
+
+def watch_reply(reply: str, said: SaidBefore) -> tuple[bool, list[Said]]:
+    """`reply` written a few characters at a time, as a turn watches it: (a copy?, the
+    chunks handed to the voice with their verdicts)."""
+    chunker, handed = SpeechChunker(), []
+    watch = CopyWatch(said, lambda *chunk: handed.append(chunk))
+    for start in range(0, len(reply), 3):
+        for chunk in chunker.push_spans(reply[start : start + 3]):
+            watch.chunk(*chunk)
+        if watch.wrote(reply[start : start + 3]):
+            watch.withdraw()
+            return True, handed
+    watch.ended()
+    for chunk in chunker.flush_spans():
+        watch.chunk(*chunk)
+    return False, handed
+
+
+async def test_a_copy_after_the_first_chunk_is_withdrawn_before_it_is_heard() -> None:
+    """The first chunk (at most 6 words) goes to the voice at once; SmolLM2's prefixed copy
+    shows only in its seventh word, so the chunk waits for the verdict, the chunks after it
+    are held, and a copy withdraws it: nothing of the reply is heard."""
+    said = SaidBefore((SAME,), "Play some relaxing music, please.")
+    copied, handed = watch_reply("That's wonderful. I'm glad you're interested in it all.", said)
+    assert copied
+    assert [(text, verdict.result()) for text, _, verdict in handed if verdict] == [
+        ("That's wonderful. I'm glad you're interested", False)
+    ]
+    assert len(handed) == 1  # nothing after it was handed over
+
+    copied, handed = watch_reply("Sure, I will play some music for you. It is calm.", said)
+    assert not copied
+    texts = [text for text, _, _ in handed]
+    assert texts == ["Sure, I will play some music", "for you.", "It is calm."]
+    # Kept at once: no run of the earlier reply can end in the words still to come.
+    assert handed[0][2] is not None and handed[0][2].result()
+    assert [verdict for _, _, verdict in handed[1:]] == [None, None]
+
+    copied, handed = watch_reply("Yes, I can. It is done.", said)  # ended before 8 words
+    assert not copied and [text for text, _, _ in handed] == ["Yes, I can.", "It is done."]
+    assert handed[0][2] is not None and handed[0][2].result()
+
+
+def test_a_first_chunk_is_cleared_once_no_copy_can_end_in_the_words_to_come() -> None:
+    said = SaidBefore((SAME,), "Play some relaxing music, please.")
+    assert said.may_still_copy("That's wonderful. I'm glad you're interested")  # a run begins
+    assert not said.may_still_copy("Sure, I will play some music")
+    assert said.may_still_copy("Sure, I can")  # a whole run may yet begin
+    assert said.may_still_copy("Play some relaxing music")  # may yet be said back whole
+    assert not said.may_still_copy("One two three four five six seven eight")
 
 
 def test_the_users_words_are_copied_only_when_said_back_whole() -> None:
@@ -103,35 +162,32 @@ async def test_smollm2_copies_an_earlier_reply_and_answers_without_its_history(
         prompt += [{"role": "user", "content": question}, {"role": "assistant", "content": SAME}]
     prompt.append({"role": "user", "content": "Play some relaxing music, please."})
 
-    async def first_chunk(messages: list[Message]) -> str:
-        chunker, chunks = SpeechChunker(), []
+    async def watched(messages: list[Message]) -> tuple[bool, str, list[Said]]:
+        """The reply as a turn watches it: (a copy?, the text written, the chunks said)."""
+        chunker, said_chunks, text, copied = SpeechChunker(), [], "", False
+        watch = CopyWatch(SaidBefore.in_prompt(prompt), lambda *c: said_chunks.append(c))
 
         def on_delta(delta: str) -> bool:
-            chunks.extend(chunker.push(delta))
-            return bool(chunks)
-
-        generation = await chat.generate(messages, on_delta)
-        return chunks[0] if chunks else " ".join(chunker.flush()) or generation.text
-
-    async def until_copied(messages: list[Message], said: SaidBefore) -> str:
-        text = ""
-
-        def on_delta(delta: str) -> bool:
-            nonlocal text
+            nonlocal text, copied
             text += delta
-            return said.copied_so_far(text)
+            for chunk in chunker.push_spans(delta):
+                watch.chunk(*chunk)
+            copied = watch.wrote(delta)
+            return copied
 
         await chat.generate(messages, on_delta)
-        return text
+        watch.withdraw() if copied else watch.ended()
+        return copied, text, said_chunks
 
     try:
-        said = SaidBefore.in_prompt(prompt)
-        assert said.copied_in(await first_chunk(prompt))
-        # The copy told by its first words: stopped before its first chunk ended.
-        first_words = await until_copied(prompt, said)
-        assert said.copied_so_far(first_words), first_words
-        assert not SpeechChunker().push(first_words), first_words
-        fresh = await first_chunk(without_earlier_turns(prompt))
-        assert fresh and not said.copied_in(fresh), fresh
+        copied, first_words, said_chunks = await watched(prompt)
+        assert copied, first_words
+        # Told by its first words, and nothing of it heard: the chunk handed to the voice is
+        # withdrawn, none after it was handed over.
+        assert len(first_words.split()) <= JUDGED_WORDS + 1, first_words
+        assert all(v is not None and not v.result() for _, _, v in said_chunks), said_chunks
+        copied, fresh, said_chunks = await watched(without_earlier_turns(prompt))
+        assert not copied and said_chunks, fresh
+        assert all(v is None or v.result() for _, _, v in said_chunks), said_chunks
     finally:
         await chat.aclose()

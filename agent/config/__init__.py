@@ -14,6 +14,7 @@ import platformdirs
 
 from agent.config import checks
 from agent.languages import ENGLISH, Language, parse_language
+from agent.stages.chunker import FIRST_CHUNK_MAX_WORDS
 
 DEFAULT_SYSTEM_PROMPT = (
     "You are a helpful voice assistant. The user speaks {language}; always reply in "
@@ -154,6 +155,9 @@ class ConversationConfig:
     """The reply ends after this many sentences (0: no cap)."""
     max_reply_tokens: int = 160
     """Token ceiling of a reply; an unfinished last sentence is dropped."""
+    first_chunk_words: int = FIRST_CHUNK_MAX_WORDS
+    """Most words of a reply's first spoken chunk, cut earlier at a clause mark: the listener
+    waits in silence while the LLM writes it and the voice speaks it."""
     stage_timeout_s: float = 30.0
     """A model stage with no progress for this long fails its turn (LLM: no token)."""
     max_failed_turns: int = 3
@@ -287,6 +291,7 @@ def config_from_args(args: argparse.Namespace) -> AppConfig:
         echo_mask=not args.no_echo_mask,
         max_reply_sentences=args.max_reply_sentences,
         max_reply_tokens=args.max_reply_tokens,
+        first_chunk_words=args.first_chunk_words,
         stage_timeout_s=args.stage_timeout,
         max_failed_turns=args.max_failed_turns,
     )

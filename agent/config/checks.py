@@ -9,6 +9,8 @@ import re
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
+from agent.stages.chunker import FIRST_CHUNK_MIN_WORDS
+
 if TYPE_CHECKING:
     from agent.config import ConversationConfig
 
@@ -146,6 +148,8 @@ def check_turn_taking(conversation: ConversationConfig) -> None:
         raise ValueError("need 0 < --barge-in-ms <= --barge-in-max-ms")
     if conversation.max_reply_sentences < 0 or conversation.max_reply_tokens < 1:
         raise ValueError("--max-reply-sentences must be >= 0 and --max-reply-tokens >= 1")
+    if conversation.first_chunk_words < FIRST_CHUNK_MIN_WORDS:
+        raise ValueError(f"--first-chunk-words must be >= {FIRST_CHUNK_MIN_WORDS}")
 
 
 REPLICA_ID = re.compile(r"[A-Za-z0-9]{1,16}")

@@ -249,6 +249,13 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
         help="token ceiling of a reply (an unfinished last sentence is dropped)",
     )
     conv.add_argument(
+        "--first-chunk-words",
+        type=int,
+        default=d_conv.first_chunk_words,
+        help="most words of a reply's first spoken chunk (cut earlier at a comma or other "
+        "clause mark): fewer start the voice sooner, more phrase it better",
+    )
+    conv.add_argument(
         "--stage-timeout",
         type=float,
         default=d_conv.stage_timeout_s,

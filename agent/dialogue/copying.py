@@ -12,18 +12,29 @@ Pride and Prejudice is by Jane Austen", "To make a really good cup of coffee"), 
 again without the earlier turns, a reply loses what a follow-up refers to. So the user's
 message is copied only when a first chunk says nothing else and nearly all of it; of the 19
 replies the bench of 2026-12-03 asked for again, 5 were answers that took up its words.
-(The first chunk is a clause of at least 3 and at most 8 words: agent/stages/chunker.py.)"""
+The guard judges the reply's first clause or sentence of 3 to `JUDGED_WORDS` words, as the
+chunker would cut it with that cap, whatever the first chunk the voice speaks (at most
+`--first-chunk-words`, 6): that chunk is voiced at once and played once the guard has judged
+(`CopyWatch`)."""
 
 from __future__ import annotations
 
+import asyncio
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 
+from agent.stages.chunker import SpeechChunker
 from agent.stages.llm import Message
 
 MIN_WORDS = 3
 """A copy is judged on at least this many words ("Yes, I can." may well begin two replies)."""
+JUDGED_WORDS = 8
+"""A copy is judged on the reply's first clause or sentence, up to this many words: SmolLM2
+prefixed its copies with a few words of its own ("That's wonderful. I'm glad you're
+interested ..."), so a copy can show only after more words than the first chunk the voice
+speaks may have (`--first-chunk-words`, 6)."""
 RUN_WORDS = 5
 """Words in a row of an earlier reply that make a copy, wherever they stand: SmolLM2 also
 prefixes its copy ("That's wonderful. I'm glad you're interested in exploring ..."). A
@@ -64,6 +75,10 @@ class SaidBefore:
     def _reply_runs(self) -> set[tuple[str, ...]]:
         return set().union(*(_runs(words, RUN_WORDS) for words in self._reply_words))
 
+    @cached_property
+    def _run_beginnings(self) -> set[tuple[str, ...]]:
+        return {run[:length] for run in self._reply_runs for length in range(1, RUN_WORDS)}
+
     def copied_in(self, first_chunk: str) -> bool:
         """Does the reply's first chunk repeat an earlier reply (`RUN_WORDS` of its words in a
         row; a shorter chunk, the reply's beginning) or say back the user's message?"""
@@ -78,11 +93,31 @@ class SaidBefore:
         return self._says_back(words)
 
     def copied_so_far(self, text: str) -> bool:
-        """The judgement on an earlier reply, on the reply's first words while its first
-        chunk is still being written, so that a copy stops a few tokens in: only on what is
+        """The judgement on an earlier reply, on the reply's first words while they are
+        being written (`JUDGED_WORDS`), so that a copy stops a few tokens in: only on what is
         already certain (whole words, `RUN_WORDS` in a row), never "not a copy"."""
         words = _words(_PARTIAL_WORD.sub("", text))
         return len(words) >= RUN_WORDS and bool(_runs(words, RUN_WORDS) & self._reply_runs)
+
+    def may_still_copy(self, text: str) -> bool:
+        """Could the words still to come, up to `JUDGED_WORDS`, make a copy of a reply that
+        begins with `text` (whole words only)? False lets a first chunk be heard before the
+        guard's window ends: no earlier reply's run can still end in it, the words are not
+        the beginning of an earlier reply, nor a piece of the user's message."""
+        words = _words(_PARTIAL_WORD.sub("", text))
+        count = len(words)
+        if count >= JUDGED_WORDS:
+            return False
+        if tuple(words) in _runs(_words(self.message), count):
+            return True  # may yet be all of it, said back
+        if count < RUN_WORDS and any(reply[:count] == words for reply in self._reply_words):
+            return True
+        if count + RUN_WORDS <= JUDGED_WORDS:
+            return True  # a whole run may yet begin
+        return any(
+            tuple(words[count - length :]) in self._run_beginnings
+            for length in range(count + RUN_WORDS - JUDGED_WORDS, min(RUN_WORDS, count + 1))
+        )
 
     def _says_back(self, words: list[str]) -> bool:
         """Is the chunk nothing but the user's message, all of it or all but one word? ("Set
@@ -94,9 +129,92 @@ class SaidBefore:
         )
 
 
+Say = Callable[[str, int, "asyncio.Future[bool] | None"], None]
+"""Hands a chunk to the voice: its text, how far into the reply's text it goes, and the
+guard's verdict on it (None: nothing to wait for)."""
+
+
+class CopyWatch:
+    """The copy guard over a reply as it is written. It judges the reply's first clause or
+    sentence of at most `JUDGED_WORDS` words (`SaidBefore.copied_in`; a run of an earlier
+    reply as soon as it shows, `copied_so_far`). The first chunk the voice speaks may be
+    shorter: it goes to the voice at once, with a verdict to wait for before a sound of it is
+    played, and the chunks after it are held until then. The verdict is "keep" once the
+    judged words were written without a copy, once no copy can show in the words still to
+    come (`may_still_copy`), or when the reply ended; a copy withdraws the first chunk and
+    drops the held ones, so that nothing of it is heard, and the reply asked for again is
+    said unwatched."""
+
+    def __init__(self, said: SaidBefore | None, say: Say) -> None:
+        self._said = said
+        self._say = say
+        self._text = ""
+        self._window = SpeechChunker(first_max_words=JUDGED_WORDS)
+        self._verdict: asyncio.Future[bool] | None = None
+        self._held: list[tuple[str, int]] = []
+
+    def chunk(self, text: str, written_to: int) -> None:
+        """A chunk the chunker cut, to be said as the guard allows."""
+        if self._said is None:
+            self._say(text, written_to, None)
+        elif self._verdict is None:
+            self._verdict = asyncio.get_running_loop().create_future()
+            self._say(text, written_to, self._verdict)
+        else:
+            self._held.append((text, written_to))
+
+    def wrote(self, delta: str) -> bool:
+        """The reply's next text, after the chunks it completed; True: the reply is a copy."""
+        if self._said is None:
+            return False
+        self._text += delta
+        if self._said.copied_so_far(self._text):
+            return True
+        judged = self._window.push(delta)
+        if judged:
+            if self._said.copied_in(judged[0]):
+                return True
+            self._keep()
+        elif self._verdict is not None and not self._said.may_still_copy(self._text):
+            self._keep()
+        return False
+
+    def ended(self) -> None:
+        """The reply was written to its end: what was not a copy so far is none."""
+        if self._said is not None and self._verdict is not None:
+            self._keep()
+        self._said = None
+
+    def withdraw(self) -> None:
+        """A copy: the first chunk is not to be played, the held ones are dropped, and what
+        comes next (the reply asked for again) is said as it comes."""
+        self._settle(False)
+        self._held.clear()
+        self._said = None
+
+    def _keep(self) -> None:
+        self._settle(True)
+        self._said = None
+        held, self._held = self._held, []
+        for text, written_to in held:
+            self._say(text, written_to, None)
+
+    def _settle(self, keep: bool) -> None:
+        if self._verdict is not None and not self._verdict.done():
+            self._verdict.set_result(keep)
+
+
 def without_earlier_turns(prompt: list[Message]) -> list[Message]:
     """The system prompt and the user's message alone."""
     return [m for m in prompt[:1] if m["role"] == "system"] + prompt[-1:]
 
 
-__all__ = ["MIN_WORDS", "RUN_WORDS", "SaidBefore", "without_earlier_turns"]
+__all__ = [
+    "JUDGED_WORDS",
+    "MIN_WORDS",
+    "RUN_WORDS",
+    "CopyWatch",
+    "SaidBefore",
+    "Say",
+    "without_earlier_turns",
+]

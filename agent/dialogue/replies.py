@@ -68,7 +68,9 @@ class Replies:
         self._retiring = retiring
         self._metrics = metrics
         self._on_fatal = on_fatal
-        self._settings = ReplySettings(config.max_reply_sentences, config.max_reply_tokens)
+        self._settings = ReplySettings(
+            config.max_reply_sentences, config.max_reply_tokens, config.first_chunk_words
+        )
         self._max_failed_turns = config.max_failed_turns
         self._failed_turns = 0
         self.current: ReplyTurn | None = None

@@ -27,11 +27,11 @@ import numpy as np
 
 from agent import events
 from agent.audio import OUTPUT_RATE, Int16Array
-from agent.dialogue.copying import SaidBefore, without_earlier_turns
+from agent.dialogue.copying import CopyWatch, SaidBefore, without_earlier_turns
 from agent.dialogue.history import ChatHistory
 from agent.dialogue.spoken import SpokenChunk, heard_text
 from agent.events import TurnMetrics
-from agent.stages.chunker import SpeechChunker, ends_sentence
+from agent.stages.chunker import FIRST_CHUNK_MAX_WORDS, SpeechChunker, ends_sentence
 from agent.stages.deadlines import Deadline, StageRunner
 from agent.stages.llm import DeltaCallback, Generation, Message
 from agent.stages.stt import Transcript
@@ -42,6 +42,10 @@ from agent.transport.playout import AgentAudioTrack
 log = logging.getLogger(__name__)
 
 EmitEvent = Callable[[dict[str, Any]], None]
+
+ChunkToSay = tuple[str, int, "asyncio.Future[bool] | None"]
+"""A chunk for the voice: its text, how far into the reply's text it goes, and the copy
+guard's verdict to wait for before a sound of it is played (agent.dialogue.copying)."""
 
 LEADING_SILENCE = 500
 """Samples quieter than this (of 32767) before a reply's first sound are cut: Piper starts
@@ -85,6 +89,8 @@ class ReplySettings:
     """Sentences after which the reply ends (0: no cap)."""
     max_tokens: int | None = None
     """Token ceiling (None: the model's own default)."""
+    first_chunk_words: int = FIRST_CHUNK_MAX_WORDS
+    """Most words of the first spoken chunk (agent/stages/chunker.py)."""
 
 
 class StageError(Exception):
@@ -209,7 +215,7 @@ class ReplyTurn:
         prompt = self.history.prompt_with(self.transcript)
         self._commit_user()
 
-        chunks: asyncio.Queue[tuple[str, int] | None] = asyncio.Queue()
+        chunks: asyncio.Queue[ChunkToSay | None] = asyncio.Queue()
         try:
             try:
                 async with asyncio.TaskGroup() as group:
@@ -229,39 +235,34 @@ class ReplyTurn:
             self.history.add_assistant(self.reply_text[: self.spoken[-1].written_to].rstrip())
         return Outcome.REPLIED
 
-    async def _think(
-        self, chunks: asyncio.Queue[tuple[str, int] | None], prompt: list[Message]
-    ) -> None:
-        chunker = SpeechChunker()
+    async def _think(self, chunks: asyncio.Queue[ChunkToSay | None], prompt: list[Message]) -> None:
+        chunker = SpeechChunker(first_max_words=self.settings.first_chunk_words)
         # The LLM fails only when it stops making progress: a long reply is not a stall.
         deadline = self.stages.deadline()
         over = copied = False
-        sentences = chunked = 0
+        sentences = 0
         cap = self.settings.max_sentences
         retry = without_earlier_turns(prompt)
         # A first turn has no earlier turns to leave out: asked again, it would say the same.
         earlier = SaidBefore.in_prompt(prompt) if retry != prompt else None
+        watch = CopyWatch(earlier, lambda *chunk: self._chunk_ready(chunks, *chunk))
 
         def on_delta(delta: str) -> bool:
-            nonlocal sentences, chunked, copied
+            nonlocal sentences, copied
             if over or copied or (cap and sentences >= cap):
                 return True  # a token still in flight after the cap or the deadline
             deadline.extend()
             self.reply_text += delta
             for chunk, written_to in chunker.push_spans(delta):
-                if not chunked and earlier is not None and earlier.copied_in(chunk):
-                    copied = True  # nothing of it was spoken: ask again (agent.dialogue.copying)
-                    return True
-                chunked += 1
-                self._chunk_ready(chunks, chunk, written_to)
+                watch.chunk(chunk, written_to)
                 if ends_sentence(chunk):
                     sentences += 1
                     if cap and sentences >= cap:
-                        return True
-            if not chunked and earlier is not None and earlier.copied_so_far(self.reply_text):
-                copied = True  # a copy shows in its first words: no need to finish the chunk
-                return True
-            return False
+                        break
+            # A copy shows in the reply's first words: nothing of it is heard, and it is
+            # asked for again (agent.dialogue.copying).
+            copied = watch.wrote(delta)
+            return copied or bool(cap and sentences >= cap)
 
         started = time.perf_counter()
         try:
@@ -274,21 +275,25 @@ class ReplyTurn:
                     self.reply_text[:80],
                 )
                 self.metrics.reply_retried = True
+                self.metrics.first_chunk_ms = None  # the withdrawn chunk was not the reply's first
+                watch.withdraw()
                 chunker.discard()
-                self.reply_text, copied, earlier = "", False, None
+                self.reply_text, copied = "", False
                 dropped = generation.dropped_messages
                 # Asked beside the conversation: its evaluated history stays saved for the
                 # next turn (evaluating 1,000 tokens again took 5 s on 2 cores).
                 aside = AsideContext()
                 generation = await self._generate(retry, on_delta, deadline, aside)
                 generation.dropped_messages = dropped
+            watch.ended()
             if generation.finish_reason == "length" and sentences > 0:
                 chunker.discard()  # the ceiling cut a sentence short: do not say half of it
             elif not (cap and sentences >= cap):
                 for chunk, written_to in chunker.flush_spans():
-                    self._chunk_ready(chunks, chunk, written_to)
+                    self._chunk_ready(chunks, chunk, written_to, None)
         finally:
             over = True
+            watch.withdraw()  # a reply that failed plays nothing the guard had not cleared
             self.compute_s += time.perf_counter() - started
             chunks.put_nowait(None)
         self.history.drop_oldest(generation.dropped_messages)
@@ -324,17 +329,21 @@ class ReplyTurn:
             raise StageError("language model", exc) from exc
 
     def _chunk_ready(
-        self, chunks: asyncio.Queue[tuple[str, int] | None], chunk: str, written_to: int
+        self,
+        chunks: asyncio.Queue[ChunkToSay | None],
+        chunk: str,
+        written_to: int,
+        verdict: asyncio.Future[bool] | None,
     ) -> None:
         if self.metrics.first_chunk_ms is None:
             self.metrics.first_chunk_ms = self._ms_since_speech_end()
-        chunks.put_nowait((chunk, written_to))
+        chunks.put_nowait((chunk, written_to, verdict))
 
-    async def _speak(self, chunks: asyncio.Queue[tuple[str, int] | None]) -> None:
+    async def _speak(self, chunks: asyncio.Queue[ChunkToSay | None]) -> None:
         tts = self.deps.tts
         first = True
         while (item := await chunks.get()) is not None:
-            chunk, written_to = item
+            chunk, written_to, verdict = item
             urgent = self._audio_ahead_s() < URGENT_AHEAD_S
             executor = self.deps.tts_executor
             if urgent and self.deps.tts_urgent_executor is not None:
@@ -353,6 +362,8 @@ class ReplyTurn:
                 pcm = trim_leading_silence(pcm, tts.sample_rate)
             if pcm.size == 0:
                 continue  # nothing speakable in this chunk
+            if verdict is not None and not await verdict:
+                continue  # a copy of what was said before: asked for again, this is not heard
             first = False
             if self.metrics.tts_first_audio_ms is None:
                 self.metrics.tts_first_audio_ms = self._ms_since_speech_end()
