@@ -602,6 +602,23 @@ async def test_a_copy_seen_after_the_first_chunk_went_to_the_voice_is_not_heard(
     assert metrics[1]["first_chunk_ms"] >= metrics[1]["llm_first_token_ms"]  # the retry's
 
 
+async def test_a_reply_asked_for_again_has_its_whole_sentence_cap(make: Make) -> None:
+    """The copy showed only once the first sentence was written (a reply's beginning, "I am
+    not sure."): the reply asked for again still gets its sentence, not a cap already
+    spent on the withdrawn one."""
+    h = make(ConversationConfig(max_reply_sentences=1))
+    h.transcriber.texts = ["Can you help?", "Is it raining?"]
+    h.chat.reply = "I am not sure. Let me check."
+    for _ in range(2):
+        await h.play(SPEECH, 0.6)
+        await h.play(SILENCE, 0.5)
+        await h.turn_done()
+    metrics = h.log.of("turn_metrics")
+    assert [m["reply_retried"] for m in metrics] == [False, True]
+    spoken = [e["delta"] for e in h.log.of("agent_text") if e["turn"] == metrics[1]["turn"]]
+    assert spoken == ["I am not sure."] and metrics[1]["reply_sentences"] == 1
+
+
 async def test_a_list_reply_ends_after_its_sentence_cap(make: Make) -> None:
     """A list's items have no marks; each one counts as a sentence."""
     h = make(ConversationConfig(max_reply_sentences=2))

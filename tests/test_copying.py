@@ -45,15 +45,15 @@ def test_a_first_chunk_that_repeats_an_earlier_reply_copies() -> None:
     assert not said.copied_in("I'm glad")  # too few words to tell
 
 
-def watch_reply(reply: str, said: SaidBefore) -> tuple[bool, list[Said]]:
-    """`reply` written a few characters at a time, as a turn watches it: (a copy?, the
+def watch_reply(reply: str, said: SaidBefore, step: int = 3) -> tuple[bool, list[Said]]:
+    """`reply` written `step` characters at a time, as a turn watches it: (a copy?, the
     chunks handed to the voice with their verdicts)."""
     chunker, handed = SpeechChunker(), []
     watch = CopyWatch(said, lambda *chunk: handed.append(chunk))
-    for start in range(0, len(reply), 3):
-        for chunk in chunker.push_spans(reply[start : start + 3]):
+    for start in range(0, len(reply), step):
+        for chunk in chunker.push_spans(reply[start : start + step]):
             watch.chunk(*chunk)
-        if watch.wrote(reply[start : start + 3]):
+        if watch.wrote(reply[start : start + step]):
             watch.withdraw()
             return True, handed
     watch.ended()
@@ -81,6 +81,14 @@ async def test_a_copy_after_the_first_chunk_is_withdrawn_before_it_is_heard() ->
     # Kept at once: no run of the earlier reply can end in the words still to come.
     assert handed[0][2] is not None and handed[0][2].result()
     assert [verdict for _, _, verdict in handed[1:]] == [None, None]
+
+    # Judged on the window however the reply was split into deltas: said back whole, and a
+    # run across words the chunker counts as one ("state-of-the-art").
+    timer = SaidBefore((), "Please set a timer for ten minutes now")
+    said_back = "Please set a timer for ten minutes now. Okay."
+    assert watch_reply(said_back, timer)[0] and watch_reply(said_back, timer, step=1)[0]
+    hyphens = "Our state-of-the-art I'm glad you're interested in exploring it."
+    assert watch_reply(hyphens, said)[0] and watch_reply(hyphens, said, step=1)[0]
 
     copied, handed = watch_reply("Yes, I can. It is done.", said)  # ended before 8 words
     assert not copied and [text for text, _, _ in handed] == ["Yes, I can.", "It is done."]

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 
-from agent.stages.chunker import SpeechChunker
+from agent.stages.chunker import SpeechChunker, count_words
 from agent.stages.llm import Message
 
 MIN_WORDS = 3
@@ -100,23 +100,25 @@ class SaidBefore:
         return len(words) >= RUN_WORDS and bool(_runs(words, RUN_WORDS) & self._reply_runs)
 
     def may_still_copy(self, text: str) -> bool:
-        """Could the words still to come, up to `JUDGED_WORDS`, make a copy of a reply that
-        begins with `text` (whole words only)? False lets a first chunk be heard before the
-        guard's window ends: no earlier reply's run can still end in it, the words are not
-        the beginning of an earlier reply, nor a piece of the user's message."""
-        words = _words(_PARTIAL_WORD.sub("", text))
+        """Could the words still to come in the guard's window (`JUDGED_WORDS`, counted as
+        the chunker counts them) make a copy of a reply that begins with `text` (whole words
+        only)? False lets a first chunk be heard before the window ends: no earlier reply's
+        run can still end in it, the words are not the beginning of an earlier reply, nor a
+        piece of a user's message short enough to be said back in the window."""
+        whole = _PARTIAL_WORD.sub("", text)
+        words = _words(whole)
         count = len(words)
-        if count >= JUDGED_WORDS:
-            return False
-        if tuple(words) in _runs(_words(self.message), count):
+        left = JUDGED_WORDS - count_words(whole)
+        message = _words(self.message)
+        if len(message) - 1 <= JUDGED_WORDS and tuple(words) in _runs(message, count):
             return True  # may yet be all of it, said back
         if count < RUN_WORDS and any(reply[:count] == words for reply in self._reply_words):
             return True
-        if count + RUN_WORDS <= JUDGED_WORDS:
+        if left >= RUN_WORDS:
             return True  # a whole run may yet begin
         return any(
             tuple(words[count - length :]) in self._run_beginnings
-            for length in range(count + RUN_WORDS - JUDGED_WORDS, min(RUN_WORDS, count + 1))
+            for length in range(max(1, RUN_WORDS - left), min(RUN_WORDS, count + 1))
         )
 
     def _says_back(self, words: list[str]) -> bool:
@@ -149,7 +151,7 @@ class CopyWatch:
         self._said = said
         self._say = say
         self._text = ""
-        self._window = SpeechChunker(first_max_words=JUDGED_WORDS)
+        self._window = SpeechChunker(first_max_words=JUDGED_WORDS, end_on_phrase=False)
         self._verdict: asyncio.Future[bool] | None = None
         self._held: list[tuple[str, int]] = []
 

@@ -278,7 +278,7 @@ class ReplyTurn:
                 self.metrics.first_chunk_ms = None  # the withdrawn chunk was not the reply's first
                 watch.withdraw()
                 chunker.discard()
-                self.reply_text, copied = "", False
+                self.reply_text, copied, sentences = "", False, 0
                 dropped = generation.dropped_messages
                 # Asked beside the conversation: its evaluated history stays saved for the
                 # next turn (evaluating 1,000 tokens again took 5 s on 2 cores).

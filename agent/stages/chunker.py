@@ -105,6 +105,12 @@ def _count_words(text: str) -> int:
     return len(_WORD.findall(text))
 
 
+def count_words(text: str) -> int:
+    """Words as the first chunk's cap counts them: between spaces, with a letter or digit
+    ("state-of-the-art" is one)."""
+    return _count_words(text)
+
+
 FIRST_CHUNK_MIN_WORDS = 3
 """A first chunk is cut at a clause mark only after this many words ("Well," alone is no
 phrase to start a voice on)."""
@@ -123,11 +129,16 @@ class SpeechChunker:
         self,
         first_min_words: int = FIRST_CHUNK_MIN_WORDS,
         first_max_words: int = FIRST_CHUNK_MAX_WORDS,
+        *,
+        end_on_phrase: bool = True,
     ) -> None:
+        """`end_on_phrase`: a first chunk cut at `first_max_words` ends before the words that
+        lead into the next phrase (for the voice; not for the copy guard's window)."""
         if not 1 <= first_min_words <= first_max_words:
             raise ValueError("need 1 <= first_min_words <= first_max_words")
         self.first_min_words = first_min_words
         self.first_max_words = first_max_words
+        self.end_on_phrase = end_on_phrase
         self._pending = ""
         self._pushed = 0
         self._at_text_start = True
@@ -243,6 +254,8 @@ class SpeechChunker:
                 return run_end if run_end < len(text) else _UNDECIDED
             return _space_after_closers(text, run_end, default=_Skip(run_end))
         if self._first and char.isspace() and _count_words(text[:index]) >= self.first_max_words:
+            if not self.end_on_phrase:
+                return index
             return _before_leading_words(text, index, self.first_min_words)
         return _Skip(index + 1)
 
