@@ -118,8 +118,8 @@ FIRST_CHUNK_MAX_WORDS = 6
 """A first chunk with no clause mark is cut after this many words. The listener waits in
 silence while the LLM writes it and the voice speaks it: in the bench (real small set, 2
 cores, benchmarks/results/small/) 6 words rather than 8 took the first chunk from p50 123 to
-83 ms after the LLM's first token. Fewer would start the voice sooner still, on shorter
-phrases."""
+83 and 78 ms (two runs) after the LLM's first token. Fewer would start the voice sooner
+still, on shorter phrases."""
 
 
 class SpeechChunker:
