@@ -124,6 +124,17 @@ class Harness:
     async def turn_done(self) -> None:
         await self.until(lambda: not self.conversation.busy)
 
+    async def talk_turns(self, count: int = 1) -> None:
+        """`count` user turns, each answered to its end: speech, then a pause that ends it."""
+        for _ in range(count):
+            await self.play(SPEECH, 0.6)
+            await self.play(SILENCE, 0.5)
+            await self.turn_done()
+
+    def said_in(self, turn: int) -> list[str]:
+        """The chunks of text the agent spoke in `turn`."""
+        return [e["delta"] for e in self.log.of("agent_text") if e["turn"] == turn]
+
     def counter(self, name: str, **labels: str) -> float:
         value = self.metrics.registry.get_sample_value(name, labels or None)
         return 0.0 if value is None else value
@@ -545,9 +556,7 @@ async def test_the_first_chunk_is_cut_at_its_word_cap(make: Make) -> None:
     the rest of its sentence is the next chunk."""
     h = make(ConversationConfig(first_chunk_words=4))
     h.chat.reply = "The capital of Australia is Canberra, not Sydney. It is small."
-    await h.play(SPEECH, 0.6)
-    await h.play(SILENCE, 0.5)
-    await h.turn_done()
+    await h.talk_turns()
     assert h.tts.texts[:2] == ["The capital of Australia", "is Canberra, not Sydney."]
 
 
@@ -561,16 +570,13 @@ async def test_a_reply_that_copies_an_earlier_one_is_asked_for_again_without_the
     h = make()
     h.transcriber.texts = ["Hello there", "Play some music"]
     h.chat.reply = "Sure, I can help with that and anything else you need. It is sunny today."
-    for _ in range(2):
-        await h.play(SPEECH, 0.6)
-        await h.play(SILENCE, 0.5)
-        await h.turn_done()
+    await h.talk_turns(2)
     first, second, retry = h.chat.prompts
     assert len(first) == 2 and len(second) == 4
     assert retry == [second[0], {"role": "user", "content": "Play some music"}]
     metrics = h.log.of("turn_metrics")
     assert [m["reply_retried"] for m in metrics] == [False, True]
-    spoken = [e["delta"] for e in h.log.of("agent_text") if e["turn"] == metrics[1]["turn"]]
+    spoken = h.said_in(metrics[1]["turn"])
     assert "".join(spoken).count("Sure, I can help with that") == 1  # the copy was not said
     assert h.chat.written[1] == "Sure, I can help with that"
     assert h.conversation.history.messages[-1]["content"] == h.chat.reply
@@ -585,18 +591,14 @@ async def test_a_copy_seen_after_the_first_chunk_went_to_the_voice_is_not_heard(
     h = make()
     h.transcriber.texts = ["Hello there", "Play some music"]
     h.chat.reply = "I'm glad you're interested in exploring more. It is sunny today."
-    await h.play(SPEECH, 0.6)
-    await h.play(SILENCE, 0.5)
-    await h.turn_done()
+    await h.talk_turns()
     h.chat.reply = "That's wonderful. I'm glad you're interested in exploring more."
-    await h.play(SPEECH, 0.6)
-    await h.play(SILENCE, 0.5)
-    await h.turn_done()
+    await h.talk_turns()
     metrics = h.log.of("turn_metrics")
     assert [m["reply_retried"] for m in metrics] == [False, True]
     first_chunk = "That's wonderful. I'm glad you're interested"
     assert h.tts.texts.count(first_chunk) == 2  # voiced before the verdict, then the retry's
-    spoken = [e["delta"] for e in h.log.of("agent_text") if e["turn"] == metrics[1]["turn"]]
+    spoken = h.said_in(metrics[1]["turn"])
     assert "".join(spoken).count("That's wonderful") == 1
     assert h.chat.written[1] == "That's wonderful. I'm glad you're interested in exploring"
     assert metrics[1]["first_chunk_ms"] >= metrics[1]["llm_first_token_ms"]  # the retry's
@@ -609,13 +611,10 @@ async def test_a_reply_asked_for_again_has_its_whole_sentence_cap(make: Make) ->
     h = make(ConversationConfig(max_reply_sentences=1))
     h.transcriber.texts = ["Can you help?", "Is it raining?"]
     h.chat.reply = "I am not sure. Let me check."
-    for _ in range(2):
-        await h.play(SPEECH, 0.6)
-        await h.play(SILENCE, 0.5)
-        await h.turn_done()
+    await h.talk_turns(2)
     metrics = h.log.of("turn_metrics")
     assert [m["reply_retried"] for m in metrics] == [False, True]
-    spoken = [e["delta"] for e in h.log.of("agent_text") if e["turn"] == metrics[1]["turn"]]
+    spoken = h.said_in(metrics[1]["turn"])
     assert spoken == ["I am not sure."] and metrics[1]["reply_sentences"] == 1
 
 

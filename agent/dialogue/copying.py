@@ -76,6 +76,10 @@ class SaidBefore:
         return set().union(*(_runs(words, RUN_WORDS) for words in self._reply_words))
 
     @cached_property
+    def _message_words(self) -> list[str]:
+        return _words(self.message)
+
+    @cached_property
     def _run_beginnings(self) -> set[tuple[str, ...]]:
         return {run[:length] for run in self._reply_runs for length in range(1, RUN_WORDS)}
 
@@ -109,7 +113,7 @@ class SaidBefore:
         words = _words(whole)
         count = len(words)
         left = JUDGED_WORDS - count_words(whole)
-        message = _words(self.message)
+        message = self._message_words
         if len(message) - 1 <= JUDGED_WORDS and tuple(words) in _runs(message, count):
             return True  # may yet be all of it, said back
         if count < RUN_WORDS and any(reply[:count] == words for reply in self._reply_words):
@@ -125,7 +129,7 @@ class SaidBefore:
         """Is the chunk nothing but the user's message, all of it or all but one word? ("Set
         a timer for 10 minutes." to that request; "Okay, I'll set a timer for 10 minutes."
         and "Pride and Prejudice," to "Who wrote Pride and Prejudice?" answer it.)"""
-        message = _words(self.message)
+        message = self._message_words
         return len(words) >= max(MIN_WORDS, len(message) - 1) and tuple(words) in _runs(
             message, len(words)
         )

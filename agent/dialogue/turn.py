@@ -23,8 +23,6 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-import numpy as np
-
 from agent import events
 from agent.audio import OUTPUT_RATE, Int16Array
 from agent.dialogue.copying import CopyWatch, SaidBefore, without_earlier_turns
@@ -35,7 +33,7 @@ from agent.stages.chunker import FIRST_CHUNK_MAX_WORDS, SpeechChunker, ends_sent
 from agent.stages.deadlines import Deadline, StageRunner
 from agent.stages.llm import DeltaCallback, Generation, Message
 from agent.stages.stt import Transcript
-from agent.stages.tts import URGENT_AHEAD_S, Synthesizer
+from agent.stages.tts import URGENT_AHEAD_S, Synthesizer, trim_leading_silence
 from agent.threads import run_in
 from agent.transport.playout import AgentAudioTrack
 
@@ -46,11 +44,6 @@ EmitEvent = Callable[[dict[str, Any]], None]
 ChunkToSay = tuple[str, int, "asyncio.Future[bool] | None"]
 """A chunk for the voice: its text, how far into the reply's text it goes, and the copy
 guard's verdict to wait for before a sound of it is played (agent.dialogue.copying)."""
-
-LEADING_SILENCE = 500
-"""Samples quieter than this (of 32767) before a reply's first sound are cut: Piper starts
-every utterance with tens of milliseconds of near-silence."""
-LEAD_KEEP_S = 0.01
 
 
 class TranscriberLike(Protocol):
@@ -290,7 +283,7 @@ class ReplyTurn:
                 chunker.discard()  # the ceiling cut a sentence short: do not say half of it
             elif not (cap and sentences >= cap):
                 for chunk, written_to in chunker.flush_spans():
-                    self._chunk_ready(chunks, chunk, written_to, None)
+                    watch.chunk(chunk, written_to)  # the reply ended: said unwatched
         finally:
             over = True
             watch.withdraw()  # a reply that failed plays nothing the guard had not cleared
@@ -397,12 +390,3 @@ class ReplyTurn:
     def heard_text(self, samples_heard: int) -> str:
         """The text the user actually heard, from the samples the track reports as sent."""
         return heard_text(self.spoken, samples_heard)
-
-
-def trim_leading_silence(pcm: Int16Array, sample_rate: int) -> Int16Array:
-    """`pcm` from `LEAD_KEEP_S` before its first sample louder than `LEADING_SILENCE`."""
-    loud = np.flatnonzero(np.abs(pcm.astype(np.int32)) > LEADING_SILENCE)
-    if loud.size == 0:
-        return pcm[:0]
-    start = max(0, int(loud[0]) - round(LEAD_KEEP_S * sample_rate))
-    return pcm[start:]
